@@ -1,0 +1,41 @@
+# TPAS-ML: every target creates or reuses the virtual environment by itself.
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON ?= python3.11
+UV_VERSION := 0.13.8
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help setup demo test test-fast lock bench clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q "uv==$(UV_VERSION)"
+	$(BIN)/uv pip install -q --python $(BIN)/python -r requirements.lock
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
+	@touch $(STAMP)
+
+setup: $(STAMP) ## Create/refresh the virtual environment from requirements.lock
+
+demo: setup ## Run the main job end to end on embedded defaults (SQLite, local MLflow, data/)
+	$(BIN)/tpas demo
+
+test: setup ## Run the whole test suite
+	$(BIN)/python -m pytest
+
+test-fast: setup ## Run the tests not marked slow
+	$(BIN)/python -m pytest -m "not slow"
+
+bench: setup ## Run the benchmarks in bench/ (big data; minutes)
+	$(BIN)/python bench/features_bench.py
+
+lock: ## Re-resolve requirements.in into requirements.lock
+	@test -x $(BIN)/uv || { $(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install -q "uv==$(UV_VERSION)"; }
+	$(BIN)/uv pip compile requirements.in --python-version 3.11 -o requirements.lock
+
+clean: ## Remove generated data and caches (keeps the virtual environment)
+	rm -rf data test-artifacts .pytest_cache bench/out

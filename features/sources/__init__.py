@@ -1,0 +1,1 @@
+"""Readers and generators of household records: each returns validated canonical records."""

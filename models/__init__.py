@@ -1,0 +1,1 @@
+"""Model definitions: estimators, baselines, calibration, explanation and the saved bundle."""

@@ -1,0 +1,1 @@
+"""Drift, data-quality and targeting-quality monitoring (Evidently) and review lists."""

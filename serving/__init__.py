@@ -1,0 +1,1 @@
+"""The BentoML scoring service for registry systems and the officials' risk-list page."""

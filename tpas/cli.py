@@ -1,0 +1,189 @@
+"""The `tpas` command line: one entry point for analysts and operators.
+
+Every command reads `params.yaml` once (typed, validated) and the environment settings;
+problems the user can fix (bad parameters, unreadable files) end with one clear line on
+stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from tpas.errors import TpasError
+
+app = typer.Typer(help="TPAS-ML: poverty-risk and relapse targeting.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Household data: generate, validate, export.", no_args_is_help=True)
+features_app = typer.Typer(help="Feature pipelines and training sets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(features_app, name="features")
+
+
+def _friendly(fn):
+    """Turn `TpasError`s into a one-line message and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except TpasError as exc:
+            typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _params():
+    from tpas.config import get_params
+    from tpas.settings import get_settings
+
+    return get_params(str(get_settings().params_path))
+
+
+def _years(text: str) -> list[int]:
+    from tpas.config import YearRange
+    from tpas.errors import ConfigError
+
+    try:
+        return YearRange.model_validate(text).years
+    except Exception as exc:  # pydantic ValidationError: report in one line
+        msg = str(exc).splitlines()[-2].strip() if "\n" in str(exc) else str(exc)
+        raise ConfigError(f"--years: {msg}") from None
+
+
+@data_app.command("synth")
+@_friendly
+def data_synth(
+    out: Annotated[Path, typer.Option(help="Output folder (partitioned Parquet).")],
+    households: Annotated[Optional[int], typer.Option(min=1, help="Households (default: params synth.households).")] = None,
+    years: Annotated[Optional[str], typer.Option(help="Waves, e.g. 2016-2025 (default: params synth.years).")] = None,
+    seed: Annotated[Optional[int], typer.Option(min=0, help="Random seed (default: params synth.seed).")] = None,
+    chunk_households: Annotated[Optional[int], typer.Option(min=1, help="Households per chunk (memory bound).")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Generate a synthetic registry panel of a province (documented in docs/synthetic_panel.md)."""
+    from features.sources.synthetic import generate_panel
+
+    params = _params()
+    manifest = generate_panel(
+        out, households=households or params.synth.households,
+        years=_years(years) if years else params.synth.years.years,
+        seed=params.synth.seed if seed is None else seed, params=params,
+        chunk_households=chunk_households, progress=progress)
+    typer.echo(f"wrote {out}: {_panel_line(manifest)}")
+
+
+def _panel_line(manifest: dict) -> str:
+    rows = manifest.get("rows", {})
+    return (f"{manifest.get('households', '?'):,} households, years {manifest.get('years', '?')}, "
+            f"{rows.get('households', '?'):,} household waves, {rows.get('members', '?'):,} member rows")
+
+
+def _detect_kind(path: Path) -> str:
+    if path.is_dir():
+        return "registry"
+    if path.suffix.lower() in (".csv", ".parquet"):
+        try:
+            head = path.open(encoding="utf-8", errors="replace").readline() if path.suffix.lower() == ".csv" else ""
+        except OSError:
+            head = ""
+        if "idhogar" in head or path.suffix.lower() == ".parquet":
+            return "idb"
+    return "registry"
+
+
+@data_app.command("validate")
+@_friendly
+def data_validate(
+    path: Annotated[Path, typer.Argument(help="A registry export folder or an IDB survey file.")],
+    kind: Annotated[str, typer.Option(help="auto, registry or idb.")] = "auto",
+    rejects: Annotated[Optional[Path], typer.Option(help="Where to write the rejects CSV.")] = None,
+    strict: Annotated[bool, typer.Option(help="Exit 1 when any record is rejected.")] = False,
+) -> None:
+    """Check records against the schema: print counts, write every rejected record with its reason."""
+    from tpas.errors import DataError
+    from tpas.settings import get_settings
+
+    if not path.exists():
+        raise DataError(f"not found: {path}")
+    kind = _detect_kind(path) if kind == "auto" else kind
+    if rejects is None:
+        rejects = get_settings().ensure_data_dir() / "rejects" / f"{path.stem or 'records'}.rejects.csv"
+    if kind == "idb":
+        from features.sources.idb import read_survey
+
+        _, report = read_survey(path)
+    elif kind == "registry":
+        from features.sources.registry import load_registry
+
+        _, report = load_registry(path)
+    else:
+        raise DataError(f"--kind must be auto, registry or idb (got {kind!r})")
+    report.write_rejects(rejects)
+    typer.echo(report.summary())
+    typer.echo(f"rejects written to {rejects} ({len(report.rejects):,} problems)")
+    if strict and report.n_rejected:
+        raise typer.Exit(1)
+
+
+@data_app.command("export")
+@_friendly
+def data_export(
+    data: Annotated[Path, typer.Option(help="A synthetic panel or registry export folder.")],
+    out: Annotated[Path, typer.Option(help="Output folder.")],
+    year: Annotated[Optional[int], typer.Option(help="Only this wave.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
+) -> None:
+    """Write records as a registry system hands them over (households + members, canonical schema)."""
+    from features.records import HouseholdRecords
+    from features.sources.registry import read_registry_tables, write_registry_export
+
+    households, members, regions = read_registry_tables(data, years=[year] if year else None)
+    write_registry_export(HouseholdRecords(households, members, regions), out, fmt=fmt)
+    typer.echo(f"wrote {out}: {len(households):,} household waves, {len(members):,} member rows ({fmt})")
+
+
+@features_app.command("build")
+@_friendly
+def features_build(
+    task: Annotated[str, typer.Option(help="poverty, relapse or idb-level.")],
+    data: Annotated[Path, typer.Option(help="Registry export / synthetic panel folder, or the IDB survey CSV.")],
+    out: Annotated[Path, typer.Option(help="Output folder for dataset.parquet, featurizer.joblib, manifest.json.")],
+) -> None:
+    """Build a task's training set: labels, time/household split, fitted featurizer, manifest."""
+    from features.build import build_training_set
+
+    manifest = build_training_set(task, data, out, _params())
+    typer.echo(_training_set_line(manifest, out))
+
+
+def _training_set_line(manifest: dict, out: Path) -> str:
+    rows = ", ".join(f"{k} {v:,}" for k, v in manifest["rows"].items())
+    rates = ", ".join(f"{k} {v:.3f}" for k, v in manifest["label_rate"].items())
+    return (f"{manifest['task']}: {rows} rows; label rate {rates}; {len(manifest['feature_columns'])} features "
+            f"-> {out}")
+
+
+@app.command("demo")
+@_friendly
+def demo(
+    out: Annotated[Optional[Path], typer.Option(help="Demo folder (default: $TPAS_DATA_DIR/demo).")] = None,
+) -> None:
+    """The main job end to end on embedded defaults (see README)."""
+    from tpas.demo import run_demo
+
+    run_demo(out)
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,1 @@
+"""Training, tuning, evaluation as targeting, comparison and promotion of models (MLflow)."""
