@@ -82,6 +82,12 @@ def _empty_rejects() -> pd.DataFrame:
     return pd.DataFrame(columns=REJECT_COLUMNS)
 
 
+def _concat_rejects(parts) -> pd.DataFrame:
+    """One rejects table from parts (object columns, so all-missing parts never change dtypes)."""
+    parts = [p[REJECT_COLUMNS].astype(object) for p in parts if len(p)]
+    return pd.concat(parts, ignore_index=True) if parts else _empty_rejects()
+
+
 def _coerce_column(values: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, pd.Series]:
     """Coerce one raw column to its kind; return (coerced, mask of values that could not be read)."""
     notna = values.notna() & ~(values.astype("string").str.strip() == "").fillna(False)
@@ -147,7 +153,7 @@ def _rejects_from(df: pd.DataFrame, mask_by_column: dict[str, pd.Series], reason
     if not parts:
         return _empty_rejects()
     out = pd.concat(parts)
-    out["row"] = out.index + 1
+    out["row"] = out.index.to_numpy() + 1
     out["source"], out["table"] = source, table
     return out[REJECT_COLUMNS].reset_index(drop=True)
 
@@ -197,8 +203,8 @@ def validate_table(raw: pd.DataFrame, specs: tuple[ColumnSpec, ...], table: str,
         if dup.any():
             rejects.append(_rejects_from(out, {key[-1]: dup}, {key[-1]: f"duplicate record for key ({', '.join(key)})"},
                                          raw, table, source))
-    rej = pd.concat([r for r in rejects if len(r)], ignore_index=True) if any(len(r) for r in rejects) else _empty_rejects()
-    bad_rows = pd.Index(rej["row"] - 1) if len(rej) else pd.Index([])
+    rej = _concat_rejects(rejects)
+    bad_rows = pd.Index(rej["row"].astype(int) - 1) if len(rej) else pd.Index([])
     valid = out.drop(index=bad_rows.unique())
     return valid, rej
 
@@ -243,8 +249,7 @@ def validate_records(households: pd.DataFrame, members: pd.DataFrame, source: st
                               "households", source))
         hh_valid = hh_valid[~empty]
 
-    rejects = pd.concat([r for r in (hh_rej, mb_rej, *extra) if len(r)], ignore_index=True) \
-        if any(len(r) for r in (hh_rej, mb_rej, *extra)) else _empty_rejects()
+    rejects = _concat_rejects([hh_rej, mb_rej, *extra])
     report = ValidationReport(
         source=source,
         tables=[

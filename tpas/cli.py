@@ -68,9 +68,9 @@ def data_synth(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Generate a synthetic registry panel of a province (documented in docs/synthetic_panel.md)."""
+    params = _params()
     from features.sources.synthetic import generate_panel
 
-    params = _params()
     manifest = generate_panel(
         out, households=households or params.synth.households,
         years=_years(years) if years else params.synth.years.years,
