@@ -55,23 +55,23 @@ DERIVED: dict[str, tuple[str, str, str | None, str]] = {
     "n_elderly": ("members aged 65+", "65岁以上老人", "labour", "Members aged 65 or more."),
     "n_working_age": ("members aged 16-64", "劳动年龄人口", "labour", "Members aged 16-64."),
     "n_able_workers": ("able workers", "普通劳动力", "labour", "Members aged 16-64 with full ability to work."),
-    "n_partial_workers": ("members with partial ability to work", "弱劳动力", "labour",
-                          "Members with partial ability to work."),
+    "n_workers_any": ("members able to work at least partly", "有劳动能力人数", "labour",
+                      "Members with full or partial ability to work (so partial -> full never lowers it)."),
     "labour_ratio": ("share of able workers", "劳动力占比", "labour", "Able workers / members."),
     "dependency_ratio": ("dependants per working-age member", "抚养比", "labour",
                          "(Children + elderly) / members aged 16-64."),
     "head_age": ("age of the head", "户主年龄", "labour", "Age of the household head."),
     "head_female": ("female head", "女性户主", None, "The head is a woman."),
     "head_schooling": ("head's years of schooling", "户主受教育年限", "education", "Head's years of schooling."),
-    "head_serious_illness": ("head seriously ill", "户主患大病", "illness", "The head has a serious illness."),
-    "head_chronic_illness": ("head chronically ill", "户主患慢性病", "illness", "The head has a chronic illness."),
+    "head_illness": ("head's illness", "户主患病程度", "illness", "0 healthy, 1 chronic illness, 2 serious illness."),
     "head_disabled": ("head disabled", "户主残疾", "disability", "The head has a disability."),
     "head_work_ability": ("head's ability to work", "户主劳动能力", "labour", "0 none, 1 partial, 2 full."),
     "max_adult_schooling": ("most schooling of an adult", "成人最高受教育年限", "education",
                             "Highest years of schooling among members 18+."),
     "mean_adult_schooling": ("mean schooling of adults", "成人平均受教育年限", "education",
                              "Mean years of schooling of members 18+."),
-    "n_chronic": ("chronically ill members", "慢性病人数", "illness", "Members with a chronic illness."),
+    "n_ill": ("members with a chronic or serious illness", "患病人数", "illness",
+              "Members with a chronic or a serious illness (chronic -> serious never lowers it)."),
     "n_serious_ill": ("seriously ill members", "大病人数", "illness", "Members with a serious illness."),
     "n_disabled": ("disabled members", "残疾人数", "disability", "Members with a disability."),
     "max_disability_severity": ("most severe disability", "最重残疾等级", "disability",
@@ -112,6 +112,16 @@ DERIVED: dict[str, tuple[str, str, str | None, str]] = {
     "migrant_months_change": ("change in migrant work", "务工月数变化", "labour",
                               "Migrant months t minus t-1."),
     "disaster_lag1": ("hit by disaster last year", "上年受灾", "disaster", "Disaster in t-1."),
+}
+
+#: Direction in which a feature may move the risk (LightGBM monotone constraints), so that
+#: all else equal a new serious illness or disability never lowers a risk, and a member who
+#: becomes able to work never raises it. Features are cumulative (n_ill counts chronic *or*
+#: serious, n_workers_any partial *or* full) so each such change moves them one way only.
+MONOTONE: dict[str, int] = {
+    "n_serious_ill": 1, "n_ill": 1, "head_illness": 1, "new_serious_illness": 1,
+    "n_disabled": 1, "max_disability_severity": 1, "head_disabled": 1, "new_disability": 1,
+    "n_able_workers": -1, "n_workers_any": -1, "labour_ratio": -1, "head_work_ability": -1,
 }
 
 _ASSETS = ("has_motorcycle", "has_car", "has_farm_machinery", "has_fridge", "has_washing_machine", "has_tv",
@@ -181,8 +191,8 @@ def _member_aggregates(members: pd.DataFrame) -> pd.DataFrame:
         "n_elderly": (age >= 65).astype("float64"),
         "n_working_age": working_age.astype("float64"),
         "n_able_workers": (working_age & (ability == "full")).astype("float64"),
-        "n_partial_workers": (ability == "partial").astype("float64"),
-        "n_chronic": (health == "chronic").astype("float64"),
+        "n_workers_any": ((ability == "partial") | (ability == "full")).astype("float64"),
+        "n_ill": ((health == "chronic") | (health == "serious")).astype("float64"),
         "n_serious_ill": (health == "serious").astype("float64"),
         "n_disabled": np.nan_to_num(disabled),
         "max_disability_severity": severity,
@@ -194,8 +204,8 @@ def _member_aggregates(members: pd.DataFrame) -> pd.DataFrame:
         "adult_schooling": np.where(adult, school, np.nan),
     })
     grouped = frame.groupby(_KEY, sort=False)
-    sums = grouped[["n_members", "n_children", "n_elderly", "n_working_age", "n_able_workers", "n_partial_workers",
-                    "n_chronic", "n_serious_ill", "n_disabled", "n_migrant_workers", "n_school_age_out",
+    sums = grouped[["n_members", "n_children", "n_elderly", "n_working_age", "n_able_workers", "n_workers_any",
+                    "n_ill", "n_serious_ill", "n_disabled", "n_migrant_workers", "n_school_age_out",
                     "n_students"]].sum()
     out = sums
     out["migrant_months"] = grouped["migrant_months"].sum(min_count=1)
@@ -211,8 +221,8 @@ def _member_aggregates(members: pd.DataFrame) -> pd.DataFrame:
         "household_id": frame["household_id"], "year": frame["year"], "rank": head_rank,
         "head_age": age, "head_female": (_text(m["sex"]) == "F").astype("float64"),
         "head_schooling": school,
-        "head_serious_illness": (health == "serious").astype("float64"),
-        "head_chronic_illness": (health == "chronic").astype("float64"),
+        "head_illness": np.select([health == "healthy", health == "chronic", health == "serious"], [0.0, 1.0, 2.0],
+                                  np.nan),
         "head_disabled": disabled, "head_work_ability": ability_code,
     })
     heads = heads.sort_values([*_KEY, "rank"], kind="stable").drop_duplicates(_KEY).set_index(_KEY).drop(columns="rank")

@@ -54,3 +54,40 @@ class HouseholdRecords:
             self.members[self.members["household_id"].isin(ids)],
             self.regions,
         )
+
+
+def records_to_frame(records: HouseholdRecords) -> pd.DataFrame:
+    """One row per household wave with its members as a JSON list in a ``members`` column.
+
+    The flat form MLflow's pyfunc interface and JSON clients exchange; `frame_to_records`
+    inverts it.
+    """
+    members = records.members.copy()
+    members["_k"] = list(zip(members["household_id"], members["year"].astype("int64")))
+    cols = [c for c in members.columns if c not in ("household_id", "year", "_k")]
+    grouped = {k: g[cols] for k, g in members.groupby("_k", sort=False)}
+    out = records.households.copy()
+
+    def dump(frame: pd.DataFrame | None) -> str:
+        if frame is None:
+            return "[]"
+        return frame.astype(object).where(frame.notna(), None).to_json(orient="records", force_ascii=False)
+
+    out["members"] = [dump(grouped.get((h, int(y))))
+                      for h, y in zip(out["household_id"], out["year"])]
+    return out.reset_index(drop=True)
+
+
+def frame_to_records(frame: pd.DataFrame) -> HouseholdRecords:
+    """Inverse of `records_to_frame` (members parsed from JSON; raw values, not yet validated)."""
+    import json
+
+    if "members" not in frame.columns:
+        raise ValueError("the frame needs a 'members' column holding each household's member list as JSON")
+    rows = []
+    for hid, year, blob in zip(frame["household_id"], frame["year"], frame["members"]):
+        items = json.loads(blob) if isinstance(blob, str) else list(blob or [])
+        for m in items:
+            rows.append({"household_id": hid, "year": year, **m})
+    members = pd.DataFrame(rows)
+    return HouseholdRecords(frame.drop(columns=["members"]).reset_index(drop=True), members)

@@ -1,0 +1,86 @@
+"""Shared fixtures: one small synthetic panel, its training sets, and an isolated data folder.
+
+Everything heavy is built once per test session in a temporary folder; tests that write
+(MLflow runs, registry aliases) get the session's own `TPAS_DATA_DIR`, never the checkout's.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tpas.config import load_params
+from tpas.settings import PROJECT_ROOT
+
+SMALL_HOUSEHOLDS = 1200
+SMALL_SEED = 7
+
+
+def _clear_caches() -> None:
+    from tpas import config, settings
+
+    settings.get_settings.cache_clear()
+    config.get_params.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def params():
+    """The shipped params.yaml."""
+    return load_params(PROJECT_ROOT / "params.yaml")
+
+
+@pytest.fixture(scope="session")
+def tpas_env(tmp_path_factory):
+    """A session-wide data folder (MLflow store, SQLite, training sets) set through the environment."""
+    data_dir = tmp_path_factory.mktemp("tpas-data")
+    old = {k: os.environ.get(k) for k in ("TPAS_DATA_DIR", "MLFLOW_TRACKING_URI")}
+    os.environ["TPAS_DATA_DIR"] = str(data_dir)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    _clear_caches()
+    yield data_dir
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    _clear_caches()
+
+
+@pytest.fixture(scope="session")
+def small_panel(tmp_path_factory, params) -> Path:
+    """A 1,200-household synthetic panel, 2016-2025 (partitioned Parquet)."""
+    from features.sources.synthetic import generate_panel
+
+    out = tmp_path_factory.mktemp("panel") / "panel"
+    generate_panel(out, households=SMALL_HOUSEHOLDS, years=list(range(2016, 2026)), seed=SMALL_SEED,
+                   params=params, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def training_sets(small_panel, tpas_env, params) -> dict[str, Path]:
+    """The poverty and relapse training sets of the small panel, in the session data folder."""
+    from features.build import build_training_set
+
+    out = {}
+    for task in ("poverty", "relapse"):
+        out[task] = tpas_env / "training" / task
+        build_training_set(task, small_panel, out[task], params)
+    return out
+
+
+def idb_survey() -> Path | None:
+    from tpas.demo import idb_survey_path
+
+    return idb_survey_path()
+
+
+@pytest.fixture(scope="session")
+def survey_path() -> Path:
+    path = idb_survey()
+    if path is None:
+        pytest.skip("the IDB survey is not beside the checkout (../shared/data/idb-costa-rica/survey.csv); "
+                    "set TPAS_IDB_SURVEY to run the real-data tests")
+    return path
