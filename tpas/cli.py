@@ -170,6 +170,102 @@ def _training_set_line(manifest: dict, out: Path) -> str:
             f"-> {out}")
 
 
+@app.command("train")
+@_friendly
+def train(
+    task: Annotated[str, typer.Option(help="poverty, relapse or idb-level.")],
+    data: Annotated[Optional[Path], typer.Option(help="Training-set folder or raw data (default: "
+                                                      "$TPAS_DATA_DIR/training/TASK).")] = None,
+    model: Annotated[str, typer.Option(help="lightgbm, pmt, scorecard or rules.")] = "lightgbm",
+    promote: Annotated[bool, typer.Option(help="Promote to champion if the quality gate passes.")] = False,
+) -> None:
+    """Train, evaluate on held-out data, log to MLflow and register a new model version."""
+    from training.commands import train as run
+
+    for line in run(task, data, model, _params(), promote_after=promote):
+        typer.echo(line)
+
+
+@app.command("tune")
+@_friendly
+def tune(
+    task: Annotated[str, typer.Option(help="poverty, relapse or idb-level.")],
+    trials: Annotated[Optional[int], typer.Option(min=1, help="Trials to add (default: params tune.trials).")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="Training-set folder (default: the task's).")] = None,
+    storage: Annotated[Optional[str], typer.Option(help="Optuna RDB URL (default: SQLite in the data folder).")]
+    = None,
+) -> None:
+    """Tune LightGBM with Optuna (resumable study, MLflow child runs); best parameters go where train reads."""
+    from training.tune import tune as run
+
+    params = _params()
+    for line in run(task, trials or params.tune.trials, params, data, storage):
+        typer.echo(line)
+
+
+@app.command("promote")
+@_friendly
+def promote(
+    task: Annotated[str, typer.Option(help="poverty, relapse or idb-level.")],
+    version: Annotated[str, typer.Option(help="Registered model version.")],
+) -> None:
+    """Make a version the champion if it passes the quality gate (the old champion becomes 'previous')."""
+    from training.tracking import promote as run
+
+    typer.echo(run(task, version, _params()))
+
+
+@app.command("compare")
+@_friendly
+def compare(task: Annotated[str, typer.Option(help="poverty, relapse or idb-level.")]) -> None:
+    """Print the task's runs side by side (model, data hash, AUC, exclusion error, calibration, time)."""
+    import pandas as pd
+
+    from training.commands import compare as run
+
+    table = run(task)
+    if table.empty:
+        typer.echo(f"no runs for {task} yet: train one with `tpas train --task {task}`")
+        return
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.4f}".format):
+        typer.echo(table.to_string(index=False))
+
+
+@app.command("predict")
+@_friendly
+def predict(
+    task: Annotated[str, typer.Option(help="poverty, relapse or idb-level.")],
+    input: Annotated[Path, typer.Option(help="Registry export / panel folder, or the survey file for idb-level.")],
+    out: Annotated[Path, typer.Option(help="Output file (.csv or .parquet).")],
+    model: Annotated[Optional[str], typer.Option(help="Model URI (default: models:/tpas-TASK@champion).")] = None,
+    year: Annotated[Optional[int], typer.Option(help="Score this wave (default: each household's latest).")] = None,
+) -> None:
+    """Score raw household records with a registered model: risk, score, tier and top reasons."""
+    from training.commands import predict as run
+
+    for line in run(task, model, input, out, year=year):
+        typer.echo(line)
+
+
+@app.command("evaluate")
+@_friendly
+def evaluate(
+    task: Annotated[str, typer.Option(help="poverty, relapse or idb-level.")],
+    model: Annotated[Optional[str], typer.Option(help="Model URI (default: the champion).")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="Training set (its test rows), labelled records, or survey.")]
+    = None,
+    out: Annotated[Optional[Path], typer.Option(help="Also write the report as JSON here.")] = None,
+) -> None:
+    """Evaluate a model as targeting: AUC, calibration, errors at budgets, per group with CIs."""
+    from training.commands import evaluate as run
+
+    md, report = run(task, model, data, _params())
+    typer.echo(md)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
 @app.command("demo")
 @_friendly
 def demo(

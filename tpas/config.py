@@ -110,6 +110,70 @@ class MeasurementParams(_Strict):
     invalid_rate: float = Field(default=0.0008, ge=0, le=0.1, description="share of records with an impossible value")
 
 
+class SynthProcessParams(_Strict):
+    """Knobs of the synthetic registry process (documented in docs/synthetic_panel.md)."""
+
+    #: First simulated year: the 2014 identification of poor households. Waves before the first
+    #: written year are simulated (not written) so that registry histories start here.
+    registry_start_year: int = Field(default=2014, ge=1990, le=2100)
+    #: Last year in which new poor households are registered as ``registered_poor``.
+    last_registration_year: int = Field(default=2020, ge=1990, le=2100)
+    #: First year of relapse monitoring (``monitored`` status, monitoring groups).
+    monitoring_start_year: int = Field(default=2021, ge=1990, le=2100)
+    #: Years of the exit campaign (registered households above the line exit with `exit_prob_campaign`).
+    exit_campaign_years: list[int] = Field(default_factory=lambda: [2019, 2020])
+    #: At the end of this year every household still registered poor is declared lifted out (as at the end
+    #: of 2020); null keeps them registered until their recorded income is above the line.
+    all_exited_year: int | None = Field(default=2020, ge=1990, le=2100)
+    find_prob_first: float = Field(default=0.80, ge=0, le=1, description="P(found) of a poor household at the first identification")
+    find_prob_yearly: float = Field(default=0.45, ge=0, le=1, description="P(found) per later year of a poor household not registered")
+    inclusion_prob: float = Field(default=0.06, ge=0, le=1, description="P(registered) of a near-line non-poor household with visible hardship")
+    exit_prob: float = Field(default=0.55, ge=0, le=1, description="P(exit) per year of a registered household recorded above the line")
+    exit_prob_campaign: float = Field(default=0.90, ge=0, le=1, description="the same in exit-campaign years")
+    monitor_detect_prob: float = Field(default=0.55, ge=0, le=1, description="P(monitored) of a household that qualifies")
+    #: Nominal growth of wages and prices per year (log scale) up to `growth_break_year`, and after it.
+    income_growth: float = Field(default=0.10, ge=-0.2, le=0.5)
+    income_growth_after: float = Field(default=0.07, ge=-0.2, le=0.5)
+    growth_break_year: int = Field(default=2020, ge=1990, le=2100)
+    #: Share of the income-recording error variance that is a persistent household bias (rest is yearly).
+    noise_persistence: float = Field(default=0.8, ge=0, le=1)
+    #: Year -> factor on migrant work (share migrating and months away), e.g. the 2020 collapse.
+    migrant_shocks: dict[int, float] = Field(default_factory=lambda: {2020: 0.75, 2022: 0.9})
+    minority_county_share: float = Field(default=0.25, ge=0, le=1)
+    poor_village_share: float = Field(default=0.30, ge=0, le=1)
+    disaster_county_prob: float = Field(default=0.12, ge=0, le=1, description="P(bad disaster year) per county-year")
+    #: Multiplier on the income effects of programmes (0 switches them off).
+    programme_effect: float = Field(default=1.0, ge=0, le=5)
+
+    @field_validator("migrant_shocks")
+    @classmethod
+    def _shock_factors(cls, value: dict[int, float]) -> dict[int, float]:
+        for year, factor in value.items():
+            if not 1990 <= int(year) <= 2100:
+                raise ValueError(f"migrant shock year {year} outside 1990-2100")
+            if not 0 < factor <= 1.5:
+                raise ValueError(f"migrant shock factor of {year} must be in (0, 1.5], got {factor}")
+        return value
+
+    @field_validator("exit_campaign_years")
+    @classmethod
+    def _campaign_years(cls, value: list[int]) -> list[int]:
+        for year in value:
+            if not 1990 <= int(year) <= 2100:
+                raise ValueError(f"exit campaign year {year} outside 1990-2100")
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "SynthProcessParams":
+        if self.last_registration_year < self.registry_start_year:
+            raise ValueError(f"last_registration_year ({self.last_registration_year}) is before "
+                             f"registry_start_year ({self.registry_start_year})")
+        if self.monitoring_start_year <= self.registry_start_year:
+            raise ValueError(f"monitoring_start_year ({self.monitoring_start_year}) must come after "
+                             f"registry_start_year ({self.registry_start_year})")
+        return self
+
+
 class SynthParams(_Strict):
     """Defaults of `tpas data synth` (each can be overridden on the command line)."""
 
@@ -119,6 +183,7 @@ class SynthParams(_Strict):
     chunk_households: int = Field(default=50_000, gt=0, description="households simulated per chunk (bounds memory)")
     households_per_village: int = Field(default=250, gt=0)
     measurement: MeasurementParams = Field(default_factory=MeasurementParams)
+    process: SynthProcessParams = Field(default_factory=SynthProcessParams)
 
 
 class RelapseParams(_Strict):
@@ -161,6 +226,86 @@ class DemoParams(_Strict):
     seed: int = Field(default=2016, ge=0)
 
 
+class LightGBMParams(_Strict):
+    """LightGBM shape and learning rate. Shallow trees keep exact TreeSHAP fast (see bench/)."""
+
+    num_boost_round: int = Field(default=300, gt=0, le=10000)
+    learning_rate: float = Field(default=0.05, gt=0, le=1)
+    num_leaves: int = Field(default=31, ge=2, le=1024)
+    max_depth: int = Field(default=6, ge=-1, le=64)
+    min_child_samples: int = Field(default=40, ge=1)
+    feature_fraction: float = Field(default=0.8, gt=0, le=1)
+    bagging_fraction: float = Field(default=0.8, gt=0, le=1)
+    bagging_freq: int = Field(default=1, ge=0)
+    lambda_l2: float = Field(default=1.0, ge=0)
+    min_gain_to_split: float = Field(default=0.0, ge=0)
+
+
+class TrainParams(_Strict):
+    """Model training."""
+
+    lightgbm: LightGBMParams = Field(default_factory=LightGBMParams)
+    #: Inverse regularisation strength of the proxy means test's logistic regression.
+    pmt_C: float = Field(default=0.5, gt=0)
+    calibration: str = Field(default="auto", pattern="^(auto|isotonic|platt)$")
+    calibration_folds: int = Field(default=5, ge=2, le=20)
+    #: Relapse rule model: an income drop larger than this share counts as sharp.
+    rules_sharp_drop: float = Field(default=0.3, gt=0, lt=1)
+    seed: int = Field(default=17, ge=0)
+    top_k_reasons: int = Field(default=5, ge=1, le=20)
+    #: Rows of the training features kept with the model as the monitoring reference.
+    reference_rows: int = Field(default=20_000, gt=0)
+
+
+class EvaluateParams(_Strict):
+    """Evaluation as targeting."""
+
+    budgets: list[float] = Field(default_factory=lambda: [0.10, 0.20, 0.25, 0.30, 0.40], min_length=1)
+    main_budget: float = Field(default=0.25, gt=0, lt=1)
+    bootstrap: int = Field(default=200, ge=10, le=5000)
+    group_min_size: int = Field(default=30, ge=1)
+    seed: int = Field(default=11, ge=0)
+
+    @field_validator("budgets")
+    @classmethod
+    def _shares(cls, value: list[float]) -> list[float]:
+        for b in value:
+            if not 0 < b < 1:
+                raise ValueError(f"budgets are shares of households between 0 and 1, got {b}")
+        return sorted(value)
+
+
+class TierParams(_Strict):
+    """0-100 score thresholds (score = 100 x (1 - risk)): below `low`, between, above `high`."""
+
+    low: float = Field(default=60, ge=0, le=100)
+    high: float = Field(default=80, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "TierParams":
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
+        return self
+
+
+class GateCriteria(_Strict):
+    """Quality gate a model must pass on held-out data to become champion (None = not checked)."""
+
+    min_auc: float | None = Field(default=None, ge=0, le=1)
+    max_exclusion_error: float | None = Field(default=None, ge=0, le=1, description="at evaluate.main_budget")
+    max_calibration_error: float | None = Field(default=None, ge=0, le=1)
+    min_macro_f1: float | None = Field(default=None, ge=0, le=1)
+
+
+class TuneParams(_Strict):
+    """Optuna tuning."""
+
+    trials: int = Field(default=30, gt=0)
+    folds: int = Field(default=3, ge=2, le=10)
+    seed: int = Field(default=23, ge=0)
+    timeout_seconds: int | None = Field(default=None, gt=0)
+
+
 class Params(_Strict):
     """All of `params.yaml`."""
 
@@ -169,6 +314,11 @@ class Params(_Strict):
     features: FeaturesParams = Field(default_factory=FeaturesParams)
     split: SplitParams = Field(default_factory=SplitParams)
     demo: DemoParams = Field(default_factory=DemoParams)
+    train: TrainParams = Field(default_factory=TrainParams)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    tiers: dict[str, TierParams] = Field(default_factory=lambda: {"poverty": TierParams(), "relapse": TierParams()})
+    gate: dict[str, GateCriteria] = Field(default_factory=dict)
+    tune: TuneParams = Field(default_factory=TuneParams)
 
 
 def _describe(error: dict[str, Any]) -> str:
