@@ -18,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pandera.pandas as pa
+import pandera.pandas as pandera
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from features.records import HouseholdRecords
 from features.schema import (
@@ -88,46 +90,64 @@ def _concat_rejects(parts) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if parts else _empty_rejects()
 
 
+def _text(values: pd.Series) -> pd.Series:
+    """Values as trimmed text, blanks as missing (Arrow-backed pandas string dtype; trimmed in C++)."""
+    try:
+        arr = pa.array(values, type=pa.string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed objects (numbers among text): via str()
+        arr = pa.array(values.astype(str).where(values.notna(), None), type=pa.string(), from_pandas=True)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    arr = pc.utf8_trim_whitespace(arr)
+    arr = pc.if_else(pc.equal(arr, ""), pa.scalar(None, pa.string()), arr)
+    return pd.Series(pd.arrays.ArrowStringArray(arr), index=values.index)
+
+
 def _coerce_column(values: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, pd.Series]:
-    """Coerce one raw column to its kind; return (coerced, mask of values that could not be read)."""
-    notna = values.notna() & ~(values.astype("string").str.strip() == "").fillna(False)
+    """Coerce one raw column to its kind; return (coerced, mask of values that could not be read).
+
+    Typed input (Parquet) takes a fast path; text input (CSV) is trimmed and parsed.
+    """
+    no_problem = pd.Series(False, index=values.index)
+    dtype = values.dtype
+    typed_number = pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
     if spec.kind in ("int", "float"):
-        num = pd.to_numeric(values.where(notna), errors="coerce")
-        bad = notna & num.isna()
+        if typed_number:
+            num, bad = values.astype("float64"), no_problem
+        else:
+            text = _text(values)
+            num = pd.to_numeric(text, errors="coerce").astype("float64")
+            bad = text.notna() & num.isna()
         if spec.kind == "int":
             frac = num.notna() & (np.floor(num) != num)
-            bad |= frac
-            num = num.where(~frac)
-            out = num.astype("Int64") if not num.isna().all() else num.astype("Float64").astype("Int64")
-        else:
-            out = num.astype("float64")
-        return out, bad
+            return num.where(~frac).astype("Int64"), bad | frac
+        return num, bad
     if spec.kind == "bool":
-        if pd.api.types.is_bool_dtype(values):
-            return values.astype("boolean"), pd.Series(False, index=values.index)
-        text = values.where(notna).astype("string").str.strip().str.lower()
+        if pd.api.types.is_bool_dtype(dtype):
+            return values.astype("boolean"), no_problem
+        if typed_number:
+            num = values.astype("float64")
+            out = num.map({1.0: True, 0.0: False}).astype("boolean")
+            return out, num.notna() & out.isna()
+        text = _text(values).str.lower()
         out = pd.Series(pd.NA, index=values.index, dtype="boolean")
         out[text.isin(_TRUE).fillna(False)] = True
         out[text.isin(_FALSE).fillna(False)] = False
-        bad = notna & out.isna()
-        return out, bad
-    # str and category: keep text, normalise blanks to missing
-    text = values.where(notna).astype("string").str.strip()
-    if spec.kind == "category":
-        return text.astype("string"), pd.Series(False, index=values.index)
-    return text, pd.Series(False, index=values.index)
+        return out, text.notna() & out.isna()
+    # str and category: trimmed text, blanks as missing
+    return _text(values), no_problem
 
 
-def _pandera_schema(specs: tuple[ColumnSpec, ...]) -> pa.DataFrameSchema:
+def _pandera_schema(specs: tuple[ColumnSpec, ...]) -> pandera.DataFrameSchema:
     columns = {}
     for s in specs:
         checks = []
         if s.min is not None and s.max is not None:
-            checks.append(pa.Check.in_range(s.min, s.max, error=f"outside the range {s.min:g} to {s.max:g}"))
+            checks.append(pandera.Check.in_range(s.min, s.max, error=f"outside the range {s.min:g} to {s.max:g}"))
         if s.kind == "category":
-            checks.append(pa.Check.isin(list(s.categories), error=f"not one of {', '.join(s.categories)}"))
-        columns[s.name] = pa.Column(nullable=s.nullable, checks=checks, required=False)
-    return pa.DataFrameSchema(columns, strict=False)
+            checks.append(pandera.Check.isin(list(s.categories), error=f"not one of {', '.join(s.categories)}"))
+        columns[s.name] = pandera.Column(nullable=s.nullable, checks=checks, required=False)
+    return pandera.DataFrameSchema(columns, strict=False)
 
 
 def _key_frame(df: pd.DataFrame) -> pd.DataFrame:
@@ -188,7 +208,7 @@ def validate_table(raw: pd.DataFrame, specs: tuple[ColumnSpec, ...], table: str,
 
     try:
         _pandera_schema(specs).validate(out, lazy=True)
-    except pa.errors.SchemaErrors as exc:
+    except pandera.errors.SchemaErrors as exc:
         fc = exc.failure_cases
         fc = fc[fc["index"].notna()]
         for (col, check), grp in fc.groupby(["column", "check"], sort=False):
