@@ -91,7 +91,7 @@ def _concat_rejects(parts) -> pd.DataFrame:
 
 
 def _text(values: pd.Series) -> pd.Series:
-    """Values as trimmed text, blanks as missing (Arrow-backed pandas string dtype; trimmed in C++)."""
+    """Values as trimmed text, blanks as missing (trimmed by Arrow's C++ kernels)."""
     try:
         arr = pa.array(values, type=pa.string(), from_pandas=True)
     except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed objects (numbers among text): via str()
@@ -100,7 +100,8 @@ def _text(values: pd.Series) -> pd.Series:
         arr = arr.combine_chunks()
     arr = pc.utf8_trim_whitespace(arr)
     arr = pc.if_else(pc.equal(arr, ""), pa.scalar(None, pa.string()), arr)
-    return pd.Series(pd.arrays.ArrowStringArray(arr), index=values.index)
+    # Plain object strings (None when missing): comparisons give plain booleans downstream.
+    return pd.Series(arr.to_numpy(zero_copy_only=False), index=values.index, dtype=object)
 
 
 def _coerce_column(values: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, pd.Series]:
