@@ -125,12 +125,16 @@ class SynthProcessParams(_Strict):
     #: At the end of this year every household still registered poor is declared lifted out (as at the end
     #: of 2020); null keeps them registered until their recorded income is above the line.
     all_exited_year: int | None = Field(default=2020, ge=1990, le=2100)
-    find_prob_first: float = Field(default=0.80, ge=0, le=1, description="P(found) of a poor household at the first identification")
-    find_prob_yearly: float = Field(default=0.45, ge=0, le=1, description="P(found) per later year of a poor household not registered")
-    inclusion_prob: float = Field(default=0.06, ge=0, le=1, description="P(registered) of a near-line non-poor household with visible hardship")
-    exit_prob: float = Field(default=0.55, ge=0, le=1, description="P(exit) per year of a registered household recorded above the line")
-    exit_prob_campaign: float = Field(default=0.90, ge=0, le=1, description="the same in exit-campaign years")
-    monitor_detect_prob: float = Field(default=0.55, ge=0, le=1, description="P(monitored) of a household that qualifies")
+    #: P(a poor household is found) at the first identification, and per later year if still not registered.
+    find_prob_first: float = Field(default=0.80, ge=0, le=1)
+    find_prob_yearly: float = Field(default=0.45, ge=0, le=1)
+    #: P(registered) of a near-line non-poor household with visible hardship (inclusion error).
+    inclusion_prob: float = Field(default=0.06, ge=0, le=1)
+    #: P(exit) a year of a registered household recorded above the line; in exit-campaign years.
+    exit_prob: float = Field(default=0.55, ge=0, le=1)
+    exit_prob_campaign: float = Field(default=0.90, ge=0, le=1)
+    #: P(monitored) a year of a household that qualifies for relapse monitoring.
+    monitor_detect_prob: float = Field(default=0.55, ge=0, le=1)
     #: Nominal growth of wages and prices per year (log scale) up to `growth_break_year`, and after it.
     income_growth: float = Field(default=0.10, ge=-0.2, le=0.5)
     income_growth_after: float = Field(default=0.07, ge=-0.2, le=0.5)
@@ -141,7 +145,8 @@ class SynthProcessParams(_Strict):
     migrant_shocks: dict[int, float] = Field(default_factory=lambda: {2020: 0.75, 2022: 0.9})
     minority_county_share: float = Field(default=0.25, ge=0, le=1)
     poor_village_share: float = Field(default=0.30, ge=0, le=1)
-    disaster_county_prob: float = Field(default=0.12, ge=0, le=1, description="P(bad disaster year) per county-year")
+    #: P(a county has a bad disaster year).
+    disaster_county_prob: float = Field(default=0.12, ge=0, le=1)
     #: Multiplier on the income effects of programmes (0 switches them off).
     programme_effect: float = Field(default=1.0, ge=0, le=5)
 
