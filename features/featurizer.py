@@ -15,7 +15,8 @@ What it learns in `fit` (scikit-learn contract: stored as ``name_``):
   a saved featurizer reproduces its features whatever `params.yaml` says later.
 
 Which fields a task may use (leakage rules, see `task_indicator_columns`):
-- `poverty`: year-t indicators only, never the income fields that define the label, never the
+- `poverty`: year-t indicators only, never the income fields that define the label (nor medical
+  spending, which the recorded net income deducts), never the
   registry status (it records the label) and never the programmes received (they follow
   enrolment, so they would teach the model the registry's past decisions, exclusion errors
   included). No history.
@@ -114,6 +115,10 @@ DERIVED: dict[str, tuple[str, str, str | None, str]] = {
     "disaster_lag1": ("hit by disaster last year", "上年受灾", "disaster", "Disaster in t-1."),
 }
 
+#: Indicators that enter the recorded net income (medical spending above a deductible is
+#: subtracted from it), so they partly define the poverty label and are not its features.
+POVERTY_LABEL_INPUTS = frozenset({"medical_spending"})
+
 #: Direction in which a feature may move the risk (LightGBM monotone constraints), so that
 #: all else equal a new serious illness or disability never lowers a risk, and a member who
 #: becomes able to work never raises it. Features are cumulative (n_ill counts chronic *or*
@@ -137,7 +142,8 @@ def task_indicator_columns(task: str) -> list[ColumnSpec]:
     for spec in HOUSEHOLD_COLUMNS:
         if spec.role not in ("indicator", "income", "status"):
             continue
-        if task == "poverty" and (spec.role in ("income", "status") or spec.set == "programmes"):
+        if task == "poverty" and (spec.role in ("income", "status") or spec.set == "programmes"
+                                  or spec.name in POVERTY_LABEL_INPUTS):
             continue
         if spec.name in ("poor_since_year", "exit_year"):  # years as numbers mean nothing; history uses them
             continue
@@ -328,7 +334,8 @@ class RegistryFeaturizer(BaseEstimator, TransformerMixin):
         out["housing_area_per_capita"] = out["housing_area_m2"] / n
         out["livestock_per_capita"] = out["livestock_units"] / n
         out["assets_count"] = out[list(_ASSETS)].sum(axis=1, min_count=1)
-        out["medical_spending_per_capita"] = out["medical_spending"] / n
+        if "medical_spending" in out:
+            out["medical_spending_per_capita"] = out["medical_spending"] / n
 
         if self.task in TASKS_WITH_HISTORY:
             out = out.join(self._history(hh, keys, out))
@@ -362,7 +369,7 @@ class RegistryFeaturizer(BaseEstimator, TransformerMixin):
         out["income_to_monitoring_line"] = income / mline
         out["income_lag1"] = lag[1]["income"].to_numpy()
         out["income_change"] = income / lag[1]["income"].where(lag[1]["income"] > 0).to_numpy() - 1.0
-        spending = (current["medical_spending"].fillna(0) + current["schooling_spending"].fillna(0)).to_numpy()
+        spending = (current["medical_spending"].fillna(0) + current["schooling_spending"].fillna(0)).to_numpy()  # relapse only
         last_total = (lag[1]["income"] * lag[1]["size"]).to_numpy()
         out["spending_to_last_income"] = spending / np.where(last_total > 0, last_total, np.nan)
         out["years_poor_recent"] = sum(lag[k]["poor"].fillna(0).to_numpy() for k in lag)

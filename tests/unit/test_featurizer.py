@@ -27,6 +27,7 @@ def test_poverty_features_exclude_label_defining_fields():
         if spec.role in ("income", "status", "pii", "id") or spec.set == "programmes":
             assert not any(n == spec.name or n.startswith(spec.name + "=") for n in names), spec.name
     assert not any(n.startswith(("income_", "years_poor", "ever_registered")) for n in names)
+    assert "medical_spending" not in names and "medical_spending_per_capita" not in names
     assert "n_serious_ill" in names and "land_per_capita" in names
 
 
