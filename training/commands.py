@@ -66,16 +66,20 @@ def _input_example(ts, n: int = 2) -> pd.DataFrame | None:
             first = persons["idhogar"].drop_duplicates().head(n)
             return persons[persons["idhogar"].isin(first)].drop(columns=["Target"], errors="ignore") \
                 .reset_index(drop=True)
-        from features.records import records_to_frame
+        from features.records import HouseholdRecords, records_to_frame
         from features.sources.registry import load_registry
 
         last = ts.manifest["time_range"]["last_year"]
         records, _ = load_registry(src, years=[last - 1, last])
         ids = records.households.loc[records.households["year"] == last, "household_id"].head(n)
-        frame = records_to_frame(records.select_households(ids))
-        # Integer fields may be blank in real records: declare them as doubles in the signature.
-        ints = [c for c in frame.columns if c != "year" and pd.api.types.is_integer_dtype(frame[c])]
-        return frame.astype({c: "float64" for c in ints})
+        from features.schema import pii_columns
+
+        sample = records.select_households(ids)
+        pii = pii_columns()
+        # Logged with the model: never a name, ID-card or phone number, even synthetic ones.
+        sample = HouseholdRecords(sample.households.assign(**{c: None for c in pii if c in sample.households}),
+                                  sample.members.assign(**{c: None for c in pii if c in sample.members}))
+        return records_to_frame(sample)
     except (OSError, DataError):
         return None  # the source moved: log the model without an example rather than fail the run
 

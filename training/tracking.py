@@ -36,6 +36,12 @@ def configure() -> str:
     """Point MLflow at the configured tracking store (creating the data folder) and return the URI."""
     import mlflow
 
+    import logging
+    import os
+
+    # Quiet by default: no artifact progress bars or serializer notices in analysts' output.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
     settings = get_settings()
     settings.ensure_data_dir()
     uri = settings.tracking_uri
@@ -197,7 +203,9 @@ def log_model_run(*, task: str, kind: str, fit, ts, params: Params, extra_params
         joblib.dump(fit.model, bundle_path)
         signature = None
         if input_example is not None:
+            input_example = pyfunc_frame(input_example)
             signature = infer_signature(input_example, predict_frame(fit.model, input_example))
+            signature.inputs = optional_schema(input_example)
         info = mlflow.pyfunc.log_model(
             name="model", python_model=RiskModelPyfunc(), artifacts={"bundle": str(bundle_path)},
             signature=signature, input_example=input_example, registered_model_name=name,
@@ -205,6 +213,39 @@ def log_model_run(*, task: str, kind: str, fit, ts, params: Params, extra_params
         )
         version = info.registered_model_version
         return run.info.run_id, f"models:/{name}/{version}"
+
+
+def pyfunc_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """The flat input in MLflow-friendly types: numbers and flags as doubles (blank = NaN), text as text.
+
+    Registry fields are often blank; MLflow cannot hold a missing value in an integer or
+    boolean column, so those travel as doubles (validation reads 1.0/0.0 back as flags).
+    """
+    out = frame.copy()
+    for col in out.columns:
+        if col in ("year",):
+            continue
+        if pd.api.types.is_bool_dtype(out[col]) or pd.api.types.is_numeric_dtype(out[col]):
+            out[col] = out[col].astype("Float64").astype("float64")
+        else:
+            out[col] = out[col].astype(object).where(out[col].notna(), None)
+    return out
+
+
+def optional_schema(frame: pd.DataFrame):
+    """An MLflow input schema with every column optional (a registry may leave any field blank)."""
+    from mlflow.types import ColSpec, Schema
+
+    cols = []
+    for col in frame.columns:
+        if col == "year":
+            kind = "long"
+        elif pd.api.types.is_numeric_dtype(frame[col]):
+            kind = "double"
+        else:
+            kind = "string"
+        cols.append(ColSpec(kind, col, required=col in ("household_id", "year", "idhogar", "Id")))
+    return Schema(cols)
 
 
 def flat_metrics(report: dict) -> dict[str, float]:
