@@ -28,6 +28,11 @@ def tuned_params_path(task: str) -> Path:
     return get_settings().data_dir / "tuning" / f"{task}.best.json"
 
 
+def is_training_set(path: Path) -> bool:
+    """A folder written by `tpas features build` (a panel also has a manifest.json, but no dataset)."""
+    return (Path(path) / "manifest.json").exists() and (Path(path) / "dataset.parquet").exists()
+
+
 def resolve_training_set(task: str, data: Path | None, params: Params):
     """A loaded training set: `data` is a training-set folder, raw data (built first), or None (default)."""
     from features.build import build_training_set
@@ -35,10 +40,10 @@ def resolve_training_set(task: str, data: Path | None, params: Params):
 
     if data is None:
         data = training_set_dir(task)
-        if not (data / "manifest.json").exists():
+        if not is_training_set(data):
             raise DataError(f"no training set for {task} at {data}; build one with "
                             f"`tpas features build --task {task} --data DATA --out {data}` or pass --data")
-    if (Path(data) / "manifest.json").exists():
+    if is_training_set(data):
         ts = load_training_set(data)
         if ts.task != task:
             raise DataError(f"{data} holds a {ts.task} training set, not {task}")
@@ -226,7 +231,7 @@ def evaluate(task: str, model_uri: str | None, data: Path | None, params: Params
     if task == "idb-level":
         from features.sources.idb import household_levels, read_survey
 
-        if (Path(data) / "manifest.json").exists():
+        if is_training_set(data):
             data = Path(json.loads((Path(data) / "manifest.json").read_text())["source"]["path"])
         persons, _ = read_survey(data, require_target=True)
         levels = household_levels(persons).set_index("household_id")["level"]
@@ -238,7 +243,7 @@ def evaluate(task: str, model_uri: str | None, data: Path | None, params: Params
         md = (f"# idb-level — {uri} on {data}\n\nmacro-F1 {mc['macro_f1']:.4f}, accuracy {mc['accuracy']:.4f}, "
               f"AUC poor (levels 1-2) {mc['auc_poor']:.4f}, log loss {mc['log_loss']:.4f}, n {mc['n']:,}\n")
         return md, report
-    if (Path(data) / "manifest.json").exists():
+    if is_training_set(data):
         from training.trainer import load_training_set
 
         ts = load_training_set(data)

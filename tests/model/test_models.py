@@ -183,3 +183,10 @@ def test_predict_compare_and_pyfunc(training_sets, small_panel, params, tpas_env
     example = commands._input_example(load_training_set(training_sets["relapse"]))
     res = pyf.predict(tracking.pyfunc_frame(example))
     assert len(res) == example["household_id"].nunique()
+
+
+def test_train_accepts_a_raw_panel(small_panel, params, tpas_env):
+    """--data may be the panel itself (it has a manifest.json too): the training set is built first."""
+    lines = commands.train("poverty", small_panel, "scorecard", params)
+    assert lines[-1].startswith("model_uri: models:/tpas-poverty/")
+    assert commands.is_training_set(commands.training_set_dir("poverty"))
