@@ -59,7 +59,8 @@ class LightGBMRisk:
         params = self._lgb_params()
         # One thread on small data: OpenMP's start-up and spin-waits cost more than they give
         # below ~50k rows, and two threads on a busy 2-core machine can be 20x slower.
-        params.setdefault("num_threads", 1 if len(X) < 50_000 else 2)
+        if not params.get("num_threads"):  # 0 / absent: choose by size
+            params["num_threads"] = 1 if len(X) < 50_000 else 2
         if self.monotone and self.n_classes == 2:
             params["monotone_constraints"] = [int(self.monotone.get(f, 0)) for f in self.feature_names_]
             params.setdefault("monotone_constraints_method", "intermediate")
