@@ -146,10 +146,23 @@ def build_registry_training_set(task: str, data: str | Path, out: str | Path, pa
     }, t0)
 
 
-def build_idb_training_set(data: str | Path, out: str | Path, params: Params, folds: int = 5) -> dict:
-    """Build the `idb-level` training set (one row per household, stratified folds) from the survey."""
+def household_folds(labels: pd.Series | np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Stratified fold numbers 0..folds-1 of one-row-per-household labels (shape (n,)), seeded.
+
+    The fold column of the `idb-level` training set; `bench/idb_quality.py` redraws it with other seeds.
+    """
     from sklearn.model_selection import StratifiedKFold
 
+    labels = np.asarray(labels)
+    out = np.full(len(labels), -1, dtype=np.int64)
+    skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for i, (_, test_idx) in enumerate(skf.split(np.zeros(len(labels)), labels)):
+        out[test_idx] = i
+    return out
+
+
+def build_idb_training_set(data: str | Path, out: str | Path, params: Params, folds: int = 5) -> dict:
+    """Build the `idb-level` training set (one row per household, stratified folds) from the survey."""
     from features.sources.idb import household_levels, read_survey
     from features.survey_featurizer import SurveyFeaturizer
 
@@ -165,10 +178,7 @@ def build_idb_training_set(data: str | Path, out: str | Path, params: Params, fo
                          features.reindex(levels.index)], axis=1)
     dataset.index.name = "household_id"
     dataset = dataset.sort_index().reset_index()
-    skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=params.split.seed)
-    dataset.insert(1, "fold", -1)
-    for i, (_, test_idx) in enumerate(skf.split(dataset, dataset["label"])):
-        dataset.loc[test_idx, "fold"] = i
+    dataset.insert(1, "fold", household_folds(dataset["label"], folds, params.split.seed))
     dataset.insert(1, "split", "cv")
     return _write(out, "idb-level", dataset, featurizer, data, report, params, {
         "folds": folds, "split_rule": {"kind": "stratified k-fold over households", "seed": params.split.seed},

@@ -246,10 +246,26 @@ class LightGBMParams(_Strict):
     min_gain_to_split: float = Field(default=0.0, ge=0)
 
 
+#: The tasks a per-task setting may name (features.build.TASKS; not imported: config loads first).
+TASK_NAMES: tuple[str, ...] = ("poverty", "relapse", "idb-level")
+
+
 class TrainParams(_Strict):
     """Model training."""
 
+    #: The registry default LightGBM settings, used by every task unless `lightgbm_by_task` says otherwise.
     lightgbm: LightGBMParams = Field(default_factory=LightGBMParams)
+    #: Task -> LightGBM settings merged over `lightgbm`: only the keys written for the task change
+    #: (e.g. ``idb-level: {learning_rate: 0.02}``); a tuned best-params file still overrides both.
+    lightgbm_by_task: dict[str, LightGBMParams] = Field(default_factory=dict)
+    #: Multiclass (idb-level) fits only: sample weights per level, ``balanced`` = n / (k * n_level)
+    #: raised to `class_weight_power` (1 fully balanced, 0 none). Raises the F1 of the rare levels.
+    class_weight: str = Field(default="none", pattern="^(none|balanced)$")
+    class_weight_power: float = Field(default=1.0, ge=0, le=1)
+    #: Multiclass fits only: per-level probability multipliers that maximise macro-F1, chosen on
+    #: out-of-fold predictions (``oof``; nested inside the CV, `class_multiplier_folds` inner folds), or ``none``.
+    class_multipliers: str = Field(default="none", pattern="^(none|oof)$")
+    class_multiplier_folds: int = Field(default=3, ge=2, le=10)
     #: Inverse regularisation strength of the proxy means test's logistic regression.
     pmt_C: float = Field(default=0.5, gt=0)
     calibration: str = Field(default="auto", pattern="^(auto|isotonic|platt)$")
@@ -260,6 +276,22 @@ class TrainParams(_Strict):
     top_k_reasons: int = Field(default=5, ge=1, le=20)
     #: Rows of the training features kept with the model as the monitoring reference.
     reference_rows: int = Field(default=20_000, gt=0)
+
+    @field_validator("lightgbm_by_task")
+    @classmethod
+    def _known_tasks(cls, value: dict[str, LightGBMParams]) -> dict[str, LightGBMParams]:
+        unknown = [t for t in value if t not in TASK_NAMES]
+        if unknown:
+            raise ValueError(f"unknown task(s) {', '.join(map(repr, unknown))} (expected one of {', '.join(TASK_NAMES)})")
+        return value
+
+    def lightgbm_for(self, task: str) -> LightGBMParams:
+        """The LightGBM settings of `task`: `lightgbm` with the keys written under `lightgbm_by_task[task]`."""
+        override = self.lightgbm_by_task.get(task)
+        if override is None:
+            return self.lightgbm
+        written = override.model_dump(include=set(override.model_fields_set))
+        return LightGBMParams.model_validate({**self.lightgbm.model_dump(), **written})
 
 
 class EvaluateParams(_Strict):

@@ -115,7 +115,8 @@ def train(task: str, data: Path | None, kind: str, params: Params, promote_after
         artifacts["evaluation/groups.csv"] = pd.DataFrame(fit.report["groups"]).to_csv(index=False)
     if kind == "lightgbm":
         figures["shap_summary.png"] = shap_summary_figure(fit.model, fit.reference)
-    extra = {"lightgbm": overrides or params.train.lightgbm.model_dump()} if kind == "lightgbm" else {}
+    extra = ({"lightgbm": {**params.train.lightgbm_for(task).model_dump(), **(overrides or {})}}
+             if kind == "lightgbm" else {})
     extra.update({"calibration": fit.model.metadata.get("calibration"), "training_rows":
                   int(ts.manifest["rows"].get("train", ts.manifest["rows"].get("cv", 0))),
                   "tuned": overrides is not None})
