@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The checkout this package was installed from (editable install), used for defaults.
@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     - ``MLFLOW_TRACKING_URI``: MLflow store (default: SQLite file in the data folder).
     - ``TPAS_DATABASE_URL``: SQLAlchemy URL of the inference store (default: SQLite in the data folder).
     - ``TPAS_PARAMS``: path of the parameter file (default ``params.yaml`` in the checkout).
+    - ``TPAS_ID_KEY``: secret key of the pseudonymous household ids (default: a random key kept in
+      ``<data_dir>/secrets/id_key``, created on first use; see `serving.pseudonym`).
     """
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
@@ -40,6 +42,7 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = Field(default=None, alias="MLFLOW_TRACKING_URI")
     database_url: str | None = Field(default=None, alias="TPAS_DATABASE_URL")
     params_path: Path = Field(default_factory=lambda: _default_root() / "params.yaml", alias="TPAS_PARAMS")
+    id_key: SecretStr | None = Field(default=None, alias="TPAS_ID_KEY")
 
     @property
     def tracking_uri(self) -> str:

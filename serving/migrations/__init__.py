@@ -1,0 +1,1 @@
+"""Alembic migrations of the inference store (run with `tpas db upgrade` or `InferenceStore.migrate()`)."""
