@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-fast lock bench clean
+.PHONY: help setup system demo serve test test-fast lock bench clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -21,10 +21,23 @@ $(STAMP): requirements.lock pyproject.toml
 
 setup: $(STAMP) ## Create/refresh the virtual environment from requirements.lock
 
+# Debian packages the tests need (debian-packages.txt: chromium for the officials' page browser test).
+system: ## Install the Debian packages of debian-packages.txt that are missing (apt; root or sudo)
+	@missing=$$(for p in $$(grep -v '^#' debian-packages.txt); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; else \
+	    echo "missing Debian packages: $$missing (install them with apt-get; the browser test skips without them)"; exit 0; fi; \
+	  $$SUDO apt-get install -y -q --no-install-recommends $$missing >/dev/null || \
+	  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q --no-install-recommends $$missing >/dev/null; }; \
+	fi
+
 demo: setup ## Run the main job end to end on embedded defaults (SQLite, local MLflow, data/)
 	$(BIN)/tpas demo
 
-test: setup ## Run the whole test suite
+serve: setup ## Start the scoring service on 127.0.0.1:3000 (needs champions: make demo)
+	$(BIN)/tpas serve
+
+test: setup system ## Run the whole test suite
 	$(BIN)/python -m pytest
 
 test-fast: setup ## Run the tests not marked slow

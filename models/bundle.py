@@ -138,3 +138,18 @@ class RiskModel:
         elig = relapse_eligible(records.select_years(first=min(known), last=max(known)) if known else records,
                                 lines, self.near_line_multiplier)
         return keys.merge(elig, on=["household_id", "year"], how="left")["eligible"].fillna(False).to_numpy(bool)
+
+    def explain_detail(self, X: pd.DataFrame, risk: np.ndarray | None = None, top_k: int = 5,
+                       cache=None) -> tuple[list[dict], np.ndarray]:
+        """Reason codes per row and the full (n, p) contributions on the probability scale.
+
+        The service keeps the full vector in the inference store and returns it on request;
+        the reason codes are what every household gets.
+        """
+        contrib = self.estimator.contributions(X) if cache is None else cache.contributions(self.estimator, X)
+        margin = contrib.sum(axis=1)
+        if risk is None:
+            risk = self.risk_from_margin(margin)
+        base_risk = self.risk_from_margin(contrib[:, -1])
+        prob = probability_scale(contrib[:, :-1], margin, risk, base_risk)
+        return reason_codes(prob, X, self.feature_info, self.binary_features, top_k=top_k), prob

@@ -23,6 +23,10 @@ data_app = typer.Typer(help="Household data: generate, validate, export.", no_ar
 features_app = typer.Typer(help="Feature pipelines and training sets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(features_app, name="features")
+keys_app = typer.Typer(help="API keys of the scoring service.", no_args_is_help=True)
+db_app = typer.Typer(help="The inference store (database of scores, outcomes, API keys).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(db_app, name="db")
 
 
 def _friendly(fn):
@@ -247,34 +251,140 @@ def predict(
         typer.echo(line)
 
 
-@app.command("evaluate")
+@app.command("serve")
 @_friendly
-def evaluate(
-    task: Annotated[str, typer.Option(help="poverty, relapse or idb-level.")],
-    model: Annotated[Optional[str], typer.Option(help="Model URI (default: the champion).")] = None,
-    data: Annotated[Optional[Path], typer.Option(help="Training set (its test rows), labelled records, or survey.")]
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 3000,
+    check: Annotated[bool, typer.Option("--check", help="Only check that the champions load, then exit.")] = False,
+) -> None:
+    """Start the scoring service (BentoML) with the champion model of each task."""
+    import os
+
+    from serving.scoring import load_champions
+    from tpas.settings import PROJECT_ROOT
+
+    models = load_champions()  # fails here, with the command that registers one, before BentoML starts
+    typer.echo("serving " + ", ".join(m.label for m in models.values()) + f" on http://{host}:{port}")
+    if check:
+        return
+    cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:TPAS", "--host", host, "--port", str(port),
+           "--working-dir", str(PROJECT_ROOT)]
+    sys.stdout.flush()
+    os.execv(sys.executable, cmd)
+
+
+def _store():
+    """The inference store at TPAS_DATABASE_URL (default SQLite in the data folder), migrated to head."""
+    from serving.store import InferenceStore
+
+    store = InferenceStore()
+    store.migrate()
+    return store
+
+
+@db_app.command("upgrade")
+@_friendly
+def db_upgrade() -> None:
+    """Create or upgrade the inference store's tables (Alembic migrations; safe to re-run)."""
+    store = _store()
+    try:
+        typer.echo(f"inference store {store.safe_url}: at revision {store.current_revision()} (head)")
+    finally:
+        store.close()
+
+
+@keys_app.command("create")
+@_friendly
+def keys_create(
+    role: Annotated[str, typer.Option(help="registry (score, outcomes), official (read its region) or analyst "
+                                           "(read everything).")],
+    region: Annotated[Optional[str], typer.Option(help="Region code an official may read (2/4/6/9/12 digits).")]
     = None,
-    out: Annotated[Optional[Path], typer.Option(help="Also write the report as JSON here.")] = None,
+    label: Annotated[Optional[str], typer.Option(help="Who the key is for (shown in `tpas keys list`).")] = None,
 ) -> None:
-    """Evaluate a model as targeting: AUC, calibration, errors at budgets, per group with CIs."""
-    from training.commands import evaluate as run
+    """Create an API key; it is printed once, as the last word of the last line."""
+    from serving.auth import ROLES, ApiKeyError, check_region, create_key
 
-    md, report = run(task, model, data, _params())
-    typer.echo(md)
-    if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+    if role not in ROLES:  # checked before touching the database
+        raise ApiKeyError(f"--role must be one of {', '.join(ROLES)} (got {role!r})")
+    check_region(region, role)
+    store = _store()
+    try:
+        key_id, key = create_key(store, role, region, label)
+    finally:
+        store.close()
+    scope = {"registry": "may score households and report outcomes",
+             "official": f"may read risk lists of region {region}",
+             "analyst": "may read risk lists of every region"}[role]
+    typer.echo(f"created {role} key {key_id}{f' ({label})' if label else ''}: it {scope}.")
+    typer.echo("Copy the key now: it is shown only this once (the store keeps only its hash).")
+    typer.echo(f"key: {key}")
 
 
-@app.command("demo")
+@keys_app.command("list")
 @_friendly
-def demo(
-    out: Annotated[Optional[Path], typer.Option(help="Demo folder (default: $TPAS_DATA_DIR/demo).")] = None,
-) -> None:
-    """The main job end to end on embedded defaults (see README)."""
-    from tpas.demo import run_demo
+def keys_list() -> None:
+    """List API keys (ids, roles, regions, labels; never the keys)."""
+    from serving.auth import list_keys
 
-    run_demo(out)
+    store = _store()
+    try:
+        keys = list_keys(store)
+    finally:
+        store.close()
+    if not keys:
+        typer.echo("no API keys yet: create one with `tpas keys create --role registry|official|analyst`")
+        return
+    typer.echo(f"{'key_id':<14}{'role':<10}{'region':<14}{'created (UTC)':<18}{'status':<24}label")
+    for k in keys:
+        status = "active" if k["revoked_at"] is None else f"revoked {k['revoked_at']:%Y-%m-%d %H:%M}"
+        typer.echo(f"{k['key_id']:<14}{k['role']:<10}{k['region_code'] or '-':<14}"
+                   f"{k['created_at']:%Y-%m-%d %H:%M}  {status:<24}{k['label'] or ''}")
+
+
+@keys_app.command("revoke")
+@_friendly
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id (from `tpas keys list`).")]) -> None:
+    """Revoke an API key (it stops working at once here, within 30 s in running services)."""
+    from serving.auth import revoke_key
+
+    store = _store()
+    try:
+        changed = revoke_key(store, key_id)
+    finally:
+        store.close()
+    typer.echo(f"revoked key {key_id}" if changed else f"key {key_id} was already revoked")
+
+
+bento_app = typer.Typer(help="Package the scoring service as a Bento.", no_args_is_help=True)
+app.add_typer(bento_app, name="bento")
+
+
+@bento_app.command("build")
+@_friendly
+def bento_build() -> None:
+    """`bentoml build` with the champion versions of today pinned in the Bento (serving/pinned_models.json)."""
+    from serving.scoring import TASKS
+    from serving.service import PINNED_FILE
+    from tpas.errors import DataError
+    from tpas.settings import PROJECT_ROOT
+    from training.tracking import resolve_version
+
+    pinned = {task: resolve_version(task) for task in TASKS}
+    missing = [t for t, v in pinned.items() if v is None]
+    if missing:
+        raise DataError(f"no champion for {', '.join(missing)}: run `tpas train --task {missing[0]} --promote` first")
+    import bentoml
+
+    PINNED_FILE.write_text(json.dumps(pinned, indent=1))
+    try:
+        bento = bentoml.bentos.build_bentofile(str(PROJECT_ROOT / "bentofile.yaml"), build_ctx=str(PROJECT_ROOT),
+                                               labels={f"{t}_model": f"tpas-{t}/{v}" for t, v in pinned.items()})
+    finally:
+        PINNED_FILE.unlink(missing_ok=True)
+    typer.echo(f"pinned models: {', '.join(f'tpas-{t}/{v}' for t, v in pinned.items())}")
+    typer.echo(f"bento: {bento.tag}")
 
 
 def main() -> None:  # pragma: no cover - console entry

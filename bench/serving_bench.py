@@ -1,0 +1,184 @@
+"""Scoring-service benchmark: latency and throughput over HTTP beside in-process scoring.
+
+Starts `tpas serve` on a loopback port (its own process), then, from this process, sends a
+bounded load (a fixed number of requests at a fixed concurrency):
+
+- single-household `/score` requests with explanations at concurrency 1 and 8: p50 / p99 latency;
+- 100-household batches: explained households per second;
+
+and scores the same households in this process through `serving.scoring.Scorer` (no HTTP,
+no store), so the service's overhead shows as a ratio. Aims on 2 cores: p99 < 50 ms for one
+household at concurrency 1; >= 2,000 explained households/s in batches.
+
+Needs champion models in the data folder (`make demo`, or set TPAS_DATA_DIR). Run:
+
+    .venv/bin/python bench/serving_bench.py [--requests 300] [--batches 30] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def payload(n: int, seed: int = 5) -> list[dict]:
+    """`n` households of the demo panel (latest wave, with earlier waves) as API records."""
+    from features.sources.registry import load_registry
+    from serving.payload import records_to_payload
+    from tpas.settings import get_settings
+
+    panel = get_settings().data_dir / "demo" / "panel"
+    if not panel.exists():
+        sys.exit(f"no demo panel at {panel}: run `make demo` first (or set TPAS_DATA_DIR)")
+    records, _ = load_registry(panel)
+    ids = records.households["household_id"].drop_duplicates().sample(frac=1, random_state=seed).head(n)
+    return records_to_payload(records.select_households(ids))
+
+
+def start_server(port: int) -> subprocess.Popen:
+    tpas = Path(sys.executable).with_name("tpas")
+    proc = subprocess.Popen([str(tpas), "serve", "--port", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"tpas serve exited with {proc.returncode} (are champions registered? `make demo`)")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    sys.exit("tpas serve did not become ready in 180 s")
+
+
+def load(url: str, key: str, bodies: list[list[dict]], concurrency: int) -> tuple[list[float], float]:
+    """Send every body once with `concurrency` workers; returns per-request latencies (s) and wall time."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    queue = list(enumerate(bodies))
+    errors: list[str] = []
+
+    def worker() -> None:
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=120) as client:
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    _, body = queue.pop()
+                t0 = time.perf_counter()
+                r = client.post("/score", json={"households": body})
+                dt = time.perf_counter() - t0
+                with lock:
+                    latencies.append(dt)
+                    if r.status_code != 200:
+                        errors.append(f"{r.status_code}: {r.text[:200]}")
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    if errors:
+        sys.exit(f"{len(errors)} failed requests, e.g. {errors[0]}")
+    return latencies, wall
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values) * 1000.0, q))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--requests", type=int, default=300, help="single-household requests per concurrency level")
+    ap.add_argument("--batches", type=int, default=30, help="100-household batches")
+    ap.add_argument("--quick", action="store_true", help="a short run to check the script (60 requests, 5 batches)")
+    args = ap.parse_args()
+    if args.quick:
+        args.requests, args.batches = 60, 5
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
+
+    from serving.auth import create_key
+    from serving.schemas import LenientHousehold
+    from serving.scoring import Scorer, load_champions
+    from serving.store import InferenceStore
+    from pydantic import TypeAdapter
+
+    n = max(args.requests, args.batches * 100)
+    households = payload(n)
+    singles = [[h] for h in households[:args.requests]]
+    batches = [households[i * 100:(i + 1) * 100] for i in range(args.batches)]
+
+    store = InferenceStore()
+    store.migrate()
+    key = create_key(store, "registry", label="bench")[1]
+    port = free_port()
+    proc = start_server(port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        load(url, key, singles[:20], 1)  # warm up
+        rows = []
+        for conc in (1, 8):
+            lat, wall = load(url, key, singles, conc)
+            rows.append((f"/score 1 household, concurrency {conc}", pct(lat, 50), pct(lat, 99),
+                         len(singles) / wall))
+        lat, wall = load(url, key, batches, 1)
+        rows.append(("/score 100 households, concurrency 1", pct(lat, 50), pct(lat, 99),
+                     100 * len(batches) / wall))
+        lat, wall = load(url, key, batches, 2)
+        rows.append(("/score 100 households, concurrency 2", pct(lat, 50), pct(lat, 99),
+                     100 * len(batches) / wall))
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+    # the same households in this process, no HTTP and no store
+    scorer = Scorer(load_champions())
+    ta = TypeAdapter(list[LenientHousehold])
+    scorer.score(ta.validate_python(singles[0]))
+    single_ms = []
+    for body in singles:
+        t0 = time.perf_counter()
+        scorer.score(ta.validate_python(body))
+        single_ms.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    for body in batches:
+        scorer.score(ta.validate_python(body))
+    batch_rate = 100 * len(batches) / (time.perf_counter() - t0)
+    inproc = [("in process, 1 household", pct(single_ms, 50), pct(single_ms, 99), len(singles) / sum(single_ms)),
+              ("in process, 100 households", float("nan"), float("nan"), batch_rate)]
+
+    print(f"\n{'':42s} {'p50 ms':>8s} {'p99 ms':>8s} {'households/s':>13s}")
+    for name, p50, p99, rate in rows + inproc:
+        print(f"{name:42s} {p50:8.1f} {p99:8.1f} {rate:13,.0f}")
+    print(f"\nservice overhead: single household p50 {rows[0][1] / inproc[0][1]:.2f}x in-process; "
+          f"batches {inproc[1][3] / rows[2][3]:.2f}x slower than in-process "
+          f"(aims: p99 < 50 ms single, >= 2,000 households/s batched)")
+
+
+if __name__ == "__main__":
+    main()
