@@ -30,28 +30,32 @@ def _clean(row: dict) -> dict:
 def records_to_payload(records: HouseholdRecords, year: int | None = None,
                        max_previous: int = MAX_PREVIOUS_WAVES) -> list[dict[str, Any]]:
     """One API household per household: its wave of `year` (else its latest), earlier waves attached."""
-    hh = records.households
-    mb = records.members
+    hh = records.households.sort_values(["household_id", "year"], kind="stable")
+    mb = records.members.sort_values(["household_id", "year", "member_no"], kind="stable")
     member_cols = [c for c in mb.columns if c not in ("household_id", "year")]
     members: dict[tuple, list[dict]] = {}
-    for key, grp in mb.sort_values(["household_id", "year", "member_no"]).groupby(["household_id", "year"],
-                                                                                  sort=False):
-        members[(str(key[0]), int(key[1]))] = [_clean(m) for m in grp[member_cols].to_dict("records")]
+    keys = zip(mb["household_id"].astype(str).tolist(), mb["year"].astype("int64").tolist())
+    for key, row in zip(keys, mb[member_cols].astype(object).to_dict("records")):
+        members.setdefault(key, []).append(_clean(row))
+    waves: dict[str, list[dict]] = {}
+    for row in hh.astype(object).to_dict("records"):
+        row = _clean(row)
+        row["household_id"] = str(row["household_id"])
+        row["year"] = int(row["year"])
+        waves.setdefault(row["household_id"], []).append(row)
     out = []
-    for hid, waves in hh.sort_values("year").groupby("household_id", sort=False):
-        rows = [_clean(r) for r in waves.to_dict("records")]
+    for hid, rows in waves.items():
         if year is not None:
-            current = next((r for r in rows if int(r["year"]) == year), None)
+            current = next((r for r in rows if r["year"] == year), None)
             if current is None:
                 continue
         else:
             current = rows[-1]
-        cy = int(current["year"])
-        earlier = [r for r in rows if int(r["year"]) < cy][-max_previous:] if max_previous else []
-        body = dict(current, household_id=str(hid), members=members.get((str(hid), cy), []))
-        body["previous_waves"] = [
-            {**{k: v for k, v in r.items() if k != "household_id"}, "members": members.get((str(hid), int(r["year"])), [])}
-            for r in earlier]
+        cy = current["year"]
+        earlier = [r for r in rows if r["year"] < cy][-max_previous:] if max_previous else []
+        body = dict(current, members=members.get((hid, cy), []))
+        body["previous_waves"] = [{**{k: v for k, v in r.items() if k != "household_id"},
+                                   "members": members.get((hid, r["year"]), [])} for r in earlier]
         out.append(body)
     return out
 

@@ -138,6 +138,18 @@ def _check_region(key, region: str) -> None:
 
 web = FastAPI(title="TPAS-ML lists", docs_url=None, redoc_url=None, openapi_url=None)
 
+
+@web.exception_handler(Exception)
+async def _database_down(request: Request, exc: Exception):
+    """A read that fails because the database is unreachable answers 503 (retry), not 500."""
+    from serving.store import StoreUnavailable, is_outage
+
+    if isinstance(exc, StoreUnavailable) or is_outage(exc):
+        return JSONResponse({"error": "the inference store is unreachable; retry shortly"}, status_code=503,
+                            headers={"retry-after": "5"})
+    log.error("unexpected error on %s: %s", request.url.path, type(exc).__name__)
+    return JSONResponse({"error": "unexpected error; see the service log"}, status_code=500)
+
 _score_example = example("score_request")["households"]
 _outcome_example = [{"household_id": _score_example[0]["household_id"], "task": "relapse",
                      "outcome": "not_relapsed", "observed_on": "2026-03-31"}]

@@ -735,6 +735,20 @@ class InferenceStore:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
 
+    def villages(self, region_prefix: str = "") -> list[str]:
+        """The distinct 12-digit village codes with scores (of any task) under a region prefix, in order.
+
+        Every score counts, not only the latest, so a village whose households all moved away still
+        shows (its risk list is then empty). ``task IN (...)`` lets the task + region index serve it.
+        """
+        prefix = check_region_prefix(region_prefix)
+        query = sa.select(scores.c.region_code).where(scores.c.task.in_(TASKS)).distinct()
+        if prefix:
+            query = query.where(_prefix_range(scores.c.region_code, prefix))
+        query = query.order_by(scores.c.region_code)
+        with self.engine.connect() as conn:
+            return [str(v) for v in conn.execute(query).scalars()]
+
 
 def _newer_exists(s):
     """EXISTS (a later score of the same household and task than row `s`)."""

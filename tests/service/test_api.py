@@ -239,3 +239,15 @@ def test_no_champion_refuses_to_start(tmp_path, monkeypatch):
         _clear_caches()
     assert out.exit_code == 2
     assert "no champion model for task 'poverty'" in out.output and "tpas train --task poverty --promote" in out.output
+
+
+def test_database_down_reads_answer_503(service_app, keys, monkeypatch):
+    from serving.service import _state
+    from serving.store import StoreUnavailable
+
+    def down(*a, **k):
+        raise StoreUnavailable("database unreachable")
+
+    monkeypatch.setattr(_state["store"], "latest_scores", down)
+    r = service_app.get("/risk-list?region=430121", headers=bearer(keys["official"]))
+    assert r.status_code == 503 and "retry" in r.json()["error"]
