@@ -24,10 +24,19 @@ Which fields a task may use (leakage rules, see `task_indicator_columns`):
   t-1 ... t-h (h = `history_years`); nothing from t+1 or later.
 Unseen category values and missing values become NaN (LightGBM routes them; the linear
 baseline imputes), never an error.
+
+`transform` has two implementations giving identical frames (bit for bit; tested in
+tests/unit/test_small_batch.py): the general one (pandas, vectorised: fast for large batches)
+and, for batches of at most `SMALL_BATCH_ROWS` household waves with plain keys (the scoring
+service's requests), a numpy one that builds the output in one go (`_SmallBatch`), since the
+general one costs tens of milliseconds of per-call pandas overhead even for one household.
+Its sums and means repeat pandas' own (Kahan-compensated, in row order) arithmetic. Set
+`SMALL_BATCH_ROWS = 0` to force the general path.
 """
 
 from __future__ import annotations
 
+import weakref
 from typing import Iterable
 
 import numpy as np
@@ -132,6 +141,10 @@ MONOTONE: dict[str, int] = {
 _ASSETS = ("has_motorcycle", "has_car", "has_farm_machinery", "has_fridge", "has_washing_machine", "has_tv",
            "has_smartphone")
 _KEY = ["household_id", "year"]
+
+#: Batches of at most this many household waves take the small-batch path of `transform`
+#: (module docstring); 0 forces the general path (tests and bench/serving_path_bench.py compare both).
+SMALL_BATCH_ROWS = 20_000
 
 
 def task_indicator_columns(task: str) -> list[ColumnSpec]:
@@ -280,6 +293,10 @@ class RegistryFeaturizer(BaseEstimator, TransformerMixin):
         """Feature rows, float32, indexed by (household_id, year), columns `feature_names_`."""
         check_is_fitted(self, "feature_names_")
         self._check_input(records)
+        if 0 < len(records.households) <= SMALL_BATCH_ROWS and len(records.members):
+            out = _small_batch_plan(self).transform(self, records)
+            if out is not None:  # None: keys or types the small-batch path leaves to the general one
+                return out
         frame = self._features(records)
         return frame.reindex(columns=self.feature_names_).astype("float32")
 
@@ -406,6 +423,418 @@ def _lag(base: pd.DataFrame, k: int) -> pd.DataFrame:
     lookup.index = pd.MultiIndex.from_arrays([hid, yr + k], names=_KEY)
     lookup = lookup[~lookup.index.duplicated()]
     return lookup.reindex(base.index)
+
+
+# -- small batches -----------------------------------------------------------------------------------
+_MEMBER_SUMS = ("n_members", "n_children", "n_elderly", "n_working_age", "n_able_workers", "n_workers_any",
+                "n_ill", "n_serious_ill", "n_disabled", "n_migrant_workers", "n_school_age_out", "n_students")
+_PLANS: "weakref.WeakKeyDictionary[RegistryFeaturizer, _SmallBatch]" = weakref.WeakKeyDictionary()
+
+
+def _small_batch_plan(fz: RegistryFeaturizer) -> "_SmallBatch":
+    """The featurizer's small-batch plan, built once per fit (rebuilt when the fitted attributes change)."""
+    plan = _PLANS.get(fz)
+    if plan is None or not plan.matches(fz):
+        plan = _PLANS[fz] = _SmallBatch(fz)
+    return plan
+
+
+_MASKED_NUMBERS = (pd.BooleanDtype, pd.Int8Dtype, pd.Int16Dtype, pd.Int32Dtype, pd.Int64Dtype, pd.UInt8Dtype,
+                   pd.UInt16Dtype, pd.UInt32Dtype, pd.UInt64Dtype, pd.Float32Dtype, pd.Float64Dtype)
+
+
+def _plain_number(dtype) -> bool:
+    """Numpy bool / int / float, or their pandas masked versions (what validation gives)."""
+    return (isinstance(dtype, np.dtype) and dtype.kind in "biuf") or isinstance(dtype, _MASKED_NUMBERS)
+
+
+def _column_arrays(frame: pd.DataFrame) -> dict | None:
+    """The frame's columns by name as arrays (numpy, or pandas extension arrays), without building a
+    Series for each (pandas' own column iterator when present); None when names repeat."""
+    if not frame.columns.is_unique:
+        return None
+    iterate = getattr(frame, "_iter_column_arrays", None)
+    if iterate is not None:
+        return dict(zip(frame.columns, iterate()))
+    return {c: frame[c].to_numpy() if isinstance(frame[c].dtype, np.dtype) else frame[c].array for c in frame.columns}
+
+
+def _float_array(values, na: float = np.nan) -> np.ndarray | None:
+    """``Series(values).to_numpy(dtype="float64", na_value=na)`` (a fresh array) for plain number
+    columns (numpy bool / int / float, pandas Int / boolean); None for other columns."""
+    if isinstance(values, np.ndarray):
+        if values.dtype.kind not in "biuf":
+            return None
+        out = values.astype(np.float64)
+        if values.dtype.kind == "f" and not np.isnan(na):
+            out[np.isnan(out)] = na
+        return out
+    if isinstance(values, (pd.arrays.IntegerArray, pd.arrays.BooleanArray)):
+        data, mask = getattr(values, "_data", None), getattr(values, "_mask", None)
+        if isinstance(data, np.ndarray) and isinstance(mask, np.ndarray):  # (no NaN in their data)
+            out = data.astype(np.float64)
+            out[mask] = na
+            return out
+    if _plain_number(values.dtype):
+        return values.to_numpy(dtype="float64", na_value=na)
+    return None
+
+
+def _as_float(values) -> np.ndarray:
+    """``pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)`` of a
+    column array, a fresh array (to_numeric leaves plain number dtypes as they are: those skip it)."""
+    out = _float_array(values)
+    if out is None:
+        out = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    return out
+
+
+def _as_float_bool(values) -> np.ndarray:
+    """``values.astype("Float64").to_numpy(dtype="float64", na_value=np.nan)`` (the bool encoding) of a
+    column array, a fresh array: for plain number dtypes the same values without the detour."""
+    out = _float_array(values)
+    if out is None:
+        out = pd.Series(values).astype("Float64").to_numpy(dtype="float64", na_value=np.nan)
+    return out
+
+
+def _as_text(values) -> np.ndarray:
+    """`_text` of a column array (missing as ""), without pandas' string machinery for str / None."""
+    if isinstance(values, np.ndarray) and values.dtype == object:
+        items = values.tolist()
+        types = set(map(type, items))
+        if types <= {str, type(None)}:
+            out = values.copy()
+            if type(None) in types:
+                out[[v is None for v in items]] = ""
+            return out
+    return _text(pd.Series(values))
+
+
+def _clip(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``Series.clip(lo, hi)`` of a float64 Series, with numpy (bounds ordered, a NaN bound ignored)."""
+    lower = None if np.isnan(lo) else lo
+    upper = None if np.isnan(hi) else hi
+    if lower is not None and upper is not None:
+        lower, upper = min(lower, upper), max(lower, upper)
+    nan = np.isnan(x)
+    out = x.copy()
+    if lower is not None:
+        out = np.where(nan | (x >= lower), out, lower)
+    if upper is not None:
+        out = np.where(nan | (x <= upper), out, upper)
+    return out
+
+
+def _group_stats(values: np.ndarray, group: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per group and column of `values` (rows x columns, NaN = missing): Kahan sum, count of non-missing
+    and max, computed as pandas' groupby sum / mean / max do (rows added in their order, the same
+    compensation), so the results are bit-identical. Rows with group -1 are left out."""
+    k = values.shape[1]
+    total = np.zeros((n_groups, k))
+    comp = np.zeros((n_groups, k))
+    nobs = np.zeros((n_groups, k), dtype=np.int64)
+    top = np.full((n_groups, k), -np.inf)
+    rows = np.flatnonzero(group >= 0)
+    if not len(rows):
+        return total, nobs, top
+    order = rows[np.argsort(group[rows], kind="stable")]
+    g_sorted = group[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(g_sorted)) + 1]
+    first = np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    rank = np.arange(len(order)) - first
+    for r in range(int(rank.max()) + 1):
+        at = order[rank == r]  # at most one row per group: plain fancy-index updates are safe
+        g = group[at]
+        val = values[at]
+        ok = ~np.isnan(val)
+        s, c = total[g], comp[g]
+        with np.errstate(invalid="ignore"):
+            y = val - c
+            t = s + y
+            c_new = t - s - y
+        c_new[c_new != c_new] = 0.0  # an infinite value: pandas resets the compensation
+        total[g] = np.where(ok, t, s)
+        comp[g] = np.where(ok, c_new, c)
+        nobs[g] += ok
+        m = top[g]
+        top[g] = np.where(ok & (val > m), val, m)
+    return total, nobs, top
+
+
+class _SmallBatch:
+    """`RegistryFeaturizer.transform` for small batches with numpy (module docstring): per-fit lookups
+    computed once, one pass per column, the output frame built once."""
+
+    def __init__(self, fz: RegistryFeaturizer):
+        # What the plan is derived from (the fitted lists themselves, compared by identity).
+        self._source = (fz.feature_names_, fz.indicator_specs_)
+        self.names = pd.Index(list(fz.feature_names_), dtype=object)
+        self.position = {n: i for i, n in enumerate(fz.feature_names_)}
+        # (spec, {category: code} of a category, its one-hot column names when not ordered)
+        self.specs = []
+        for spec in fz.indicator_specs_:
+            codes = {c: float(i) for i, c in enumerate(spec.categories)} if spec.kind == "category" else None
+            onehot = [f"{spec.name}={c}" for c in spec.categories] if codes is not None and not spec.ordered else None
+            self.specs.append((spec, codes, onehot))
+
+    def matches(self, fz: RegistryFeaturizer) -> bool:
+        return self._source[0] is fz.feature_names_ and self._source[1] is fz.indicator_specs_
+
+    # -- the pieces -------------------------------------------------------------------------------------
+    @staticmethod
+    def _keys(columns: dict) -> tuple[list, np.ndarray] | None:
+        """(household ids, years as int64) when the ids are all str and the years integers, none missing."""
+        hid, year = columns["household_id"], columns["year"]
+        if not (isinstance(hid, np.ndarray) and hid.dtype == object):
+            return None
+        ids = hid.tolist()
+        if set(map(type, ids)) != {str}:
+            return None
+        if isinstance(year, np.ndarray) and year.dtype.kind in "iu":
+            return ids, year.astype(np.int64)
+        if isinstance(year, pd.arrays.IntegerArray) and isinstance(year.dtype, pd.Int64Dtype) and not year.isna().any():
+            return ids, year.to_numpy(dtype=np.int64)
+        return None
+
+    def _indicators(self, hh: dict, n: int, cols: dict[str, np.ndarray], bounds: dict) -> None:
+        """The encoded indicators (as the clip + `_encode_indicator` loop of `_features`), from the
+        household columns by name."""
+        for spec, codes, onehot in self.specs:
+            values = hh.get(spec.name)
+            if values is None:  # absent optional column: all missing
+                for name in onehot or (spec.name,):
+                    cols[name] = np.full(n, np.nan)
+                continue
+            if spec.name in bounds:
+                lo, hi = bounds[spec.name]
+                if spec.kind in ("int", "float") and isinstance(values, np.ndarray) and values.dtype == np.float64:
+                    cols[spec.name] = _clip(values, lo, hi)
+                    continue
+                clipped = pd.to_numeric(pd.Series(values), errors="coerce").clip(lo, hi)
+                values = clipped.to_numpy() if isinstance(clipped.dtype, np.dtype) else clipped.array
+            if spec.kind in ("int", "float"):
+                cols[spec.name] = _as_float(values)
+            elif spec.kind == "bool":
+                cols[spec.name] = _as_float_bool(values)
+            else:
+                code = np.array([codes.get(v, np.nan) for v in _as_text(values).tolist()], dtype=np.float64)
+                if onehot is None:
+                    cols[spec.name] = code
+                    continue
+                nan = np.isnan(code)
+                for i, name in enumerate(onehot):
+                    col = (code == i).astype("float64")
+                    col[nan] = np.nan
+                    cols[name] = col
+
+    @staticmethod
+    def _members(m: dict, row: np.ndarray, n: int, cols: dict[str, np.ndarray]) -> None:
+        """Member aggregates (as `_member_aggregates` + reindex) of the household rows, from the
+        member columns by name, `row` giving each member's household row (-1: none)."""
+        size = len(row)
+
+        def col(name, conv):
+            return conv(m[name]) if name in m else np.full(size, np.nan)
+
+        def text(name):
+            return _as_text(m[name]) if name in m else np.full(size, "", dtype=object)
+
+        age = _as_float(m["age"])
+        health = text("health")
+        grade = col("disability_grade", _as_float)
+        ability = text("work_ability")
+        school = col("schooling_years", _as_float)
+        in_school = col("in_school", _as_float_bool)
+        migrant = col("migrant_months", _as_float)
+        insured = col("medical_insured", _as_float_bool)
+        is_head = _as_text(m["relation"]) == "head"
+
+        disabled = np.where(np.isnan(grade), np.nan, (grade > 0).astype("float64"))
+        severity = np.where(grade > 0, 5.0 - grade, 0.0)
+        severity[np.isnan(grade)] = np.nan
+        adult = age >= 18
+        working_age = (age >= 16) & (age <= 64)
+        able_full, able_part = ability == "full", ability == "partial"
+        ability_code = np.select([ability == "none", able_part, able_full], [0.0, 1.0, 2.0], np.nan)
+        ill_serious, ill_chronic = health == "serious", health == "chronic"
+
+        sums = np.column_stack([
+            np.ones(size),
+            (age < 16).astype("float64"),
+            (age >= 65).astype("float64"),
+            working_age.astype("float64"),
+            (working_age & able_full).astype("float64"),
+            (able_part | able_full).astype("float64"),
+            (ill_chronic | ill_serious).astype("float64"),
+            ill_serious.astype("float64"),
+            np.nan_to_num(disabled),
+            (np.nan_to_num(migrant) > 0).astype("float64"),
+            ((age >= 6) & (age <= 15) & (in_school == 0)).astype("float64"),
+            np.nan_to_num(in_school),
+            migrant,                                   # sum, min_count=1
+            insured,                                   # mean
+            np.where(adult, school, np.nan),           # max and mean
+            severity,                                  # max
+        ])
+        total, nobs, top = _group_stats(sums, row, n)
+        missing = np.bincount(row[row >= 0], minlength=n) == 0  # no member: NaN everywhere (the reindex)
+
+        def keep(x):
+            x[missing] = np.nan
+            return x
+
+        for j, name in enumerate(_MEMBER_SUMS):
+            cols[name] = keep(total[:, j].copy())
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cols["migrant_months"] = keep(np.where(nobs[:, 12] >= 1, total[:, 12], np.nan))
+            cols["share_insured_members"] = keep(np.where(nobs[:, 13] > 0, total[:, 13] / nobs[:, 13], np.nan))
+            cols["mean_adult_schooling"] = keep(np.where(nobs[:, 14] > 0, total[:, 14] / nobs[:, 14], np.nan))
+        cols["max_adult_schooling"] = keep(np.where(nobs[:, 14] > 0, top[:, 14], np.nan))
+        cols["max_disability_severity"] = keep(np.where(nobs[:, 15] > 0, top[:, 15], np.nan))
+
+        # The head: the member marked head; if none (or several), the lowest member number; ties: first row.
+        head_rank = np.where(is_head, 0, 1) * 1000 + _member_no_rank(m["member_no"])
+        member = np.flatnonzero(row >= 0)
+        order = member[np.lexsort((member, head_rank[member], row[member]))]
+        firsts = order[np.r_[True, row[order][1:] != row[order][:-1]]] if len(order) else order
+        head = np.full(n, -1)
+        head[row[firsts]] = firsts
+        has = head >= 0
+
+        def of_head(x):
+            out = np.full(n, np.nan)
+            out[has] = x[head[has]]
+            return out
+
+        cols["head_age"] = of_head(age)
+        cols["head_female"] = of_head((_as_text(m["sex"]) == "F").astype("float64"))
+        cols["head_schooling"] = of_head(school)
+        cols["head_illness"] = of_head(np.select([health == "healthy", ill_chronic, ill_serious], [0.0, 1.0, 2.0],
+                                                 np.nan))
+        cols["head_disabled"] = of_head(disabled)
+        cols["head_work_ability"] = of_head(ability_code)
+
+    @staticmethod
+    def _derived(cols: dict[str, np.ndarray]) -> None:
+        """The derived household features (as in `RegistryFeaturizer._features`)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            members = cols["n_members"]
+            n = np.where(members > 0, members, np.nan)
+            cols["n_members"] = members = np.where(np.isnan(members), 0.0, members)
+            cols["size_mismatch"] = cols["household_size"] - members
+            cols["labour_ratio"] = cols["n_able_workers"] / n
+            working = cols["n_working_age"]
+            cols["dependency_ratio"] = (cols["n_children"] + cols["n_elderly"]) / np.where(
+                np.isnan(working) | (working >= 1), working, 1)
+            head_age = cols["head_age"]
+            cols["elderly_headed"] = np.where(np.isnan(head_age), np.nan, (head_age >= 60).astype("float64"))
+            cols["land_per_capita"] = cols["cultivated_land_mu"] / n
+            cols["housing_area_per_capita"] = cols["housing_area_m2"] / n
+            cols["livestock_per_capita"] = cols["livestock_units"] / n
+            # ``sum(axis=1, min_count=1)``: numpy adds up to 7 values per row one after the other
+            # (pairwise summation starts at 8), so do we.
+            assets = [cols[a] for a in _ASSETS]
+            total = np.where(np.isnan(assets[0]), 0.0, assets[0])
+            for a in assets[1:]:
+                total = total + np.where(np.isnan(a), 0.0, a)
+            known = sum((~np.isnan(a)).astype(np.int64) for a in assets)
+            cols["assets_count"] = np.where(known >= 1, total, np.nan)
+            if "medical_spending" in cols:
+                cols["medical_spending_per_capita"] = cols["medical_spending"] / n
+
+    @staticmethod
+    def _history(fz: RegistryFeaturizer, hh: dict, ids: list, years: np.ndarray, where: dict,
+                 cols: dict[str, np.ndarray]) -> None:
+        """The history features (as `RegistryFeaturizer._history`), from the household columns by name
+        (`where`: row of each (household_id, year))."""
+        n = len(years)
+        income = _as_float(hh["net_income_per_capita"]) if "net_income_per_capita" in hh else np.full(n, np.nan)
+        if "net_income_per_capita" in fz.clip_bounds_:
+            lo, hi = fz.clip_bounds_["net_income_per_capita"]
+            income = np.clip(income, lo, hi)
+        year_list = years.tolist()
+        pline = np.array([fz.poverty_lines_.get(y, np.nan) for y in year_list], dtype=np.float64)
+        mline = np.array([fz.monitoring_lines_.get(y, np.nan) for y in year_list], dtype=np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            poor = np.where(np.isnan(income) | np.isnan(pline), np.nan, (income < pline).astype("float64"))
+            base = np.column_stack([
+                income, poor, cols["n_serious_ill"], cols["n_disabled"], cols["migrant_months"],
+                cols["disaster_affected"] if "disaster_affected" in cols else np.full(n, np.nan), cols["n_members"],
+            ])
+            lag = {}
+            for k in range(1, fz.history_years + 1):
+                src = np.array([where.get((h, y - k), -1) for h, y in zip(ids, year_list)], dtype=np.int64)
+                vals = np.full(base.shape, np.nan)
+                ok = src >= 0
+                vals[ok] = base[src[ok]]
+                lag[k] = vals
+            INCOME, POOR, SERIOUS, DISABLED, MIGRANT, DISASTER, SIZE = range(7)
+            lag1 = lag[1]
+            cols["income_to_poverty_line"] = income / pline
+            cols["income_to_monitoring_line"] = income / mline
+            cols["income_lag1"] = lag1[:, INCOME].copy()
+            cols["income_change"] = income / np.where(lag1[:, INCOME] > 0, lag1[:, INCOME], np.nan) - 1.0
+            med = cols["medical_spending"]
+            school = cols["schooling_spending"]
+            spending = np.where(np.isnan(med), 0.0, med) + np.where(np.isnan(school), 0.0, school)
+            last_total = lag1[:, INCOME] * lag1[:, SIZE]
+            cols["spending_to_last_income"] = spending / np.where(last_total > 0, last_total, np.nan)
+            recent = sum(np.where(np.isnan(lag[k][:, POOR]), 0.0, lag[k][:, POOR]) for k in lag)
+            cols["years_poor_recent"] = recent
+            exit_year = _as_float(hh["exit_year"]) if "exit_year" in hh else np.full(n, np.nan)
+            exit_year = np.where(exit_year <= years, exit_year, np.nan)
+            cols["years_since_exit"] = years - exit_year
+            since = _as_float(hh["poor_since_year"]) if "poor_since_year" in hh else np.full(n, np.nan)
+            cols["ever_registered_poor"] = ((since <= years) | (recent > 0)).astype("float64")
+            cols["new_serious_illness"] = (base[:, SERIOUS] > lag1[:, SERIOUS]).astype("float64")
+            cols["new_disability"] = (base[:, DISABLED] > lag1[:, DISABLED]).astype("float64")
+            cols["migrant_months_change"] = base[:, MIGRANT] - lag1[:, MIGRANT]
+            cols["disaster_lag1"] = lag1[:, DISASTER].copy()
+
+    # -- the whole -------------------------------------------------------------------------------------
+    def transform(self, fz: RegistryFeaturizer, records: HouseholdRecords) -> pd.DataFrame | None:
+        """The float32 feature frame, or None when the batch is left to the general path (ids that
+        are not all str, missing or fractional years, a household wave listed twice)."""
+        history = fz.task in TASKS_WITH_HISTORY
+        if history and fz.history_years < 1:
+            return None
+        hh, members = _column_arrays(records.households), _column_arrays(records.members)
+        if hh is None or members is None:
+            return None
+        hh_keys, mb_keys = self._keys(hh), self._keys(members)
+        if hh_keys is None or mb_keys is None:
+            return None
+        ids, years = hh_keys
+        year_list = years.tolist()
+        where = {k: i for i, k in enumerate(zip(ids, year_list))}
+        n = len(ids)
+        if len(where) != n:
+            return None
+        row = np.array([where.get(k, -1) for k in zip(mb_keys[0], mb_keys[1].tolist())], dtype=np.int64)
+
+        cols: dict[str, np.ndarray] = {}
+        self._indicators(hh, n, cols, fz.clip_bounds_)
+        self._members(members, row, n, cols)
+        self._derived(cols)
+        if history:
+            self._history(fz, hh, ids, years, where, cols)
+
+        out = np.full((len(self.names), n), np.nan, dtype=np.float32)
+        for name, i in self.position.items():
+            values = cols.get(name)
+            if values is not None:
+                out[i] = values  # float64 -> float32, as astype("float32")
+        index = pd.MultiIndex.from_arrays([np.array(ids, dtype=object), years], names=_KEY)
+        return pd.DataFrame(out.T, index=index, columns=self.names, copy=False)
+
+
+def _member_no_rank(values) -> np.ndarray:
+    """The member number part of the head rank (missing as 999), as `_member_aggregates` computes it."""
+    out = _float_array(values, na=999.0)
+    if out is None:
+        out = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype="float64", na_value=999)
+    return out
 
 
 def describe_feature(name: str) -> dict:

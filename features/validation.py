@@ -8,12 +8,22 @@ record is rejected is rejected as a whole (with its own reason), so that no hous
 ever scored with a member silently missing.
 
 Type coercion is done here, value checks (ranges, allowed categories, nulls) by a pandera
-schema built from the `ColumnSpec`s.
+schema built from the `ColumnSpec`s (built once per spec tuple and cached).
+
+Small tables (at most `SMALL_TABLE_ROWS` rows: the scoring service's requests) take a fast
+path: columns that arrive already typed (the service's pydantic-checked str / int / float /
+bool / None values, typed Parquet columns) are coerced with numpy instead of Arrow/pandas,
+the table is built in one go, and the ranges, categories and nulls are first checked with
+numpy; pandera runs only when that pre-check finds a problem, so the rejects and their
+reasons are the ones the general path gives. Columns that need parsing (CSV text, mixed
+objects) go through the general coercion. Both paths give identical results
+(tests/unit/test_small_batch.py); set `SMALL_TABLE_ROWS = 0` to force the general path.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +46,13 @@ REJECT_COLUMNS = ["source", "table", "row", "household_id", "year", "member_no",
 
 _TRUE = {"1", "1.0", "true", "t", "yes", "y", "是"}
 _FALSE = {"0", "0.0", "false", "f", "no", "n", "否"}
+
+#: Tables of at most this many rows take the small-input fast path (module docstring);
+#: 0 forces the general path (tests and bench/serving_path_bench.py compare both).
+SMALL_TABLE_ROWS = 50_000
+
+_NONE = type(None)
+_EXACT_INT = 2.0 ** 53  # floats below this in magnitude convert to and from int64 exactly
 
 
 @dataclass
@@ -80,8 +97,11 @@ class ValidationReport:
         return path
 
 
+_EMPTY_REJECTS = pd.DataFrame(columns=REJECT_COLUMNS)
+
+
 def _empty_rejects() -> pd.DataFrame:
-    return pd.DataFrame(columns=REJECT_COLUMNS)
+    return _EMPTY_REJECTS.copy()  # (a copy of a template: building an empty frame costs more)
 
 
 def _concat_rejects(parts) -> pd.DataFrame:
@@ -139,7 +159,9 @@ def _coerce_column(values: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, pd.S
     return _text(values), no_problem
 
 
+@lru_cache(maxsize=32)
 def _pandera_schema(specs: tuple[ColumnSpec, ...]) -> pandera.DataFrameSchema:
+    """The pandera schema of a spec tuple (cached: building it costs more than checking a small table)."""
     columns = {}
     for s in specs:
         checks = []
@@ -192,10 +214,54 @@ def validate_table(raw: pd.DataFrame, specs: tuple[ColumnSpec, ...], table: str,
     missing = [s.name for s in specs if s.required and s.name not in raw.columns]
     if missing:
         raise DataError(f"{source}: {table} table lacks required column(s) {', '.join(missing)}")
-    raw = raw.reset_index(drop=True)
+    fast = (0 < len(raw) <= SMALL_TABLE_ROWS and raw.columns.is_unique and raw.columns.dtype == object
+            and raw.columns.name is None)
+    if not (fast and _is_default_index(raw.index)):  # (a default index needs no reset: `raw` is never modified)
+        raw = raw.reset_index(drop=True)
+    if fast:
+        out, bad, columns = _coerce_table_fast(raw, specs)
+    else:
+        out, bad = _coerce_table(raw, specs)
+    reasons = {s.name: f"not a valid {s.kind}" if s.kind != "int" else "not a whole number"
+               for s in specs if s.name in bad}
+    rejects = [_rejects_from(out, bad, reasons, raw, table, source)] if bad else []
+
+    if not fast or _value_problems(columns, specs):
+        try:
+            _pandera_schema(specs).validate(out, lazy=True)
+        except pandera.errors.SchemaErrors as exc:
+            fc = exc.failure_cases
+            fc = fc[fc["index"].notna()]
+            for (col, check), grp in fc.groupby(["column", "check"], sort=False):
+                idx = pd.Index(grp["index"].astype(int).unique())
+                mask = pd.Series(False, index=out.index)
+                mask[idx] = True
+                reason = "missing value" if "not_nullable" in str(check) else str(check)
+                rejects.append(_rejects_from(out, {col: mask}, {col: reason}, raw, table, source))
+
+    if key and (not fast or _may_have_duplicates([columns[k] for k in key])):
+        dup = out.duplicated(list(key), keep=False) & out[list(key)].notna().all(axis=1)
+        if dup.any():
+            rejects.append(_rejects_from(out, {key[-1]: dup}, {key[-1]: f"duplicate record for key ({', '.join(key)})"},
+                                         raw, table, source))
+    rej = _concat_rejects(rejects)
+    if not len(rej):
+        return out, rej
+    bad_rows = pd.Index(rej["row"].astype(int) - 1)
+    valid = out.drop(index=bad_rows.unique())
+    return valid, rej
+
+
+def _is_default_index(index: pd.Index) -> bool:
+    """The index `reset_index(drop=True)` would give (0, 1, ..., n-1, unnamed)."""
+    return (isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1
+            and index.name is None)
+
+
+def _coerce_table(raw: pd.DataFrame, specs: tuple[ColumnSpec, ...]) -> tuple[pd.DataFrame, dict[str, pd.Series]]:
+    """The general coercion: (typed copy of `raw`, masks of unreadable values by column)."""
     out = raw.copy()
     bad: dict[str, pd.Series] = {}
-    reasons: dict[str, str] = {}
     for s in specs:
         if s.name not in raw.columns:
             out[s.name] = pd.Series(pd.NA, index=raw.index, dtype="object")
@@ -204,30 +270,173 @@ def validate_table(raw: pd.DataFrame, specs: tuple[ColumnSpec, ...], table: str,
         out[s.name], unreadable = _coerce_column(raw[s.name], s)
         if unreadable.any():
             bad[s.name] = unreadable
-            reasons[s.name] = f"not a valid {s.kind}" if s.kind != "int" else "not a whole number"
-    rejects = [_rejects_from(out, bad, reasons, raw, table, source)]
+    return out, bad
 
-    try:
-        _pandera_schema(specs).validate(out, lazy=True)
-    except pandera.errors.SchemaErrors as exc:
-        fc = exc.failure_cases
-        fc = fc[fc["index"].notna()]
-        for (col, check), grp in fc.groupby(["column", "check"], sort=False):
-            idx = pd.Index(grp["index"].astype(int).unique())
-            mask = pd.Series(False, index=out.index)
-            mask[idx] = True
-            reason = "missing value" if "not_nullable" in str(check) else str(check)
-            rejects.append(_rejects_from(out, {col: mask}, {col: reason}, raw, table, source))
 
-    if key:
-        dup = out.duplicated(list(key), keep=False) & out[list(key)].notna().all(axis=1)
-        if dup.any():
-            rejects.append(_rejects_from(out, {key[-1]: dup}, {key[-1]: f"duplicate record for key ({', '.join(key)})"},
-                                         raw, table, source))
-    rej = _concat_rejects(rejects)
-    bad_rows = pd.Index(rej["row"].astype(int) - 1) if len(rej) else pd.Index([])
-    valid = out.drop(index=bad_rows.unique())
-    return valid, rej
+def _coerce_table_fast(raw: pd.DataFrame, specs: tuple[ColumnSpec, ...]
+                       ) -> tuple[pd.DataFrame, dict[str, pd.Series], dict[str, object]]:
+    """`_coerce_table` for small tables, built in one go; also returns each spec column's array."""
+    by_name = {s.name: s for s in specs}
+    n = len(raw)
+    arrays: dict = {}
+    bad: dict[str, pd.Series] = {}
+    columns: dict[str, object] = {}
+    for name, values in zip(raw.columns, _column_arrays(raw)):
+        spec = by_name.get(name)
+        if spec is None:  # extra column: kept untouched (a copy, as `raw.copy()` gives)
+            arrays[name] = values.copy()
+            continue
+        arr = _coerce_typed(values, spec)
+        if arr is None:  # needs parsing (text, mixed objects): the general coercion
+            coerced, unreadable = _coerce_column(raw[name], spec)
+            arr = coerced.to_numpy() if isinstance(coerced.dtype, np.dtype) else coerced.array
+            if unreadable.any():
+                bad[name] = unreadable
+        arrays[name] = columns[name] = arr
+    for spec in specs:
+        if spec.name not in arrays:
+            arrays[spec.name] = columns[spec.name] = _missing_column(spec, n)
+    out = pd.DataFrame(arrays, index=raw.index, copy=False)
+    return out, {s.name: bad[s.name] for s in specs if s.name in bad}, columns
+
+
+def _column_arrays(frame: pd.DataFrame):
+    """The frame's columns as arrays (numpy or extension), without building a Series for each
+    (pandas' own column iterator when present: a Series per column costs more than coercing it)."""
+    iterate = getattr(frame, "_iter_column_arrays", None)
+    if iterate is not None:
+        return iterate()
+    return (frame.iloc[:, i].array if not isinstance(frame.dtypes.iloc[i], np.dtype) else frame.iloc[:, i].to_numpy()
+            for i in range(frame.shape[1]))
+
+
+def _missing_column(spec: ColumnSpec, n: int):
+    """What the general coercion makes of an absent optional column (all missing)."""
+    if spec.kind == "int":
+        return pd.arrays.IntegerArray(np.ones(n, dtype=np.int64), np.ones(n, dtype=bool))
+    if spec.kind == "float":
+        return np.full(n, np.nan)
+    if spec.kind == "bool":
+        return pd.arrays.BooleanArray(np.zeros(n, dtype=bool), np.ones(n, dtype=bool))
+    return np.full(n, None, dtype=object)
+
+
+def _coerce_typed(values, spec: ColumnSpec):
+    """`_coerce_column` for values (a column's array, or Series) that need no parsing, with numpy:
+    the very array the general coercion gives, or None when the column needs the general coercion
+    (text to parse, values it cannot read, mixed or unusual objects, extension dtypes)."""
+    if isinstance(values, pd.Series):
+        values = values.to_numpy() if isinstance(values.dtype, np.dtype) else values.array
+    if not isinstance(values, np.ndarray):
+        return None
+    kind = values.dtype.kind
+    if spec.kind in ("int", "float"):
+        if kind in "iuf":
+            num = values.astype(np.float64)  # (a copy)
+        elif kind == "O":
+            num = _object_ints(values)
+            if num is None:
+                return None
+        else:
+            return None
+        if spec.kind == "float":
+            return num
+        nan = np.isnan(num)
+        known = num[~nan]
+        if not (np.abs(known) < _EXACT_INT).all() or (np.floor(known) != known).any():
+            return None  # a fraction is "not a whole number": the general path names it
+        data = num.copy()
+        data[nan] = 1
+        return pd.arrays.IntegerArray(data.astype(np.int64), nan)
+    if spec.kind == "bool":
+        if kind == "b":
+            return pd.arrays.BooleanArray(values.copy(), np.zeros(len(values), dtype=bool))
+        if kind in "iuf":
+            num = values.astype(np.float64)
+            true, false = num == 1.0, num == 0.0
+            missing = ~(true | false)
+            if (missing & ~np.isnan(num)).any():
+                return None
+            return pd.arrays.BooleanArray(true, missing)
+        if kind != "O":
+            return None
+        obj = values
+        if not set(map(type, obj.tolist())) <= {bool, _NONE}:
+            return None
+        return pd.arrays.BooleanArray(obj == True, obj == None)  # noqa: E711,E712 (elementwise)
+    # str and category: trimmed text, blanks as missing
+    if kind != "O":
+        return None
+    obj = values
+    items = obj.tolist()
+    types = set(map(type, items))
+    if not types <= {str, _NONE}:
+        return None
+    out = obj.copy()
+    if str in types:
+        text = [v for v in items if v is not None] if _NONE in types else items
+        if list(map(str.strip, text)) != text:
+            return None  # whitespace to trim: Arrow's kernel does it (same set as str.isspace)
+        joined = "".join(text)
+        if not joined.isascii():
+            try:
+                joined.encode("utf-8")
+            except UnicodeEncodeError:  # lone surrogates: whatever the general path does with them
+                return None
+        if "" in text:
+            out[out == ""] = None
+    return out
+
+
+def _object_ints(values: np.ndarray) -> np.ndarray | None:
+    """Object values that are all Python ints or None as float64 (NaN for None); else None."""
+    items = values.tolist()
+    types = set(map(type, items))
+    if not types <= {int, _NONE}:
+        return None  # floats, bools, text, ...: parsed by the general path
+    num = np.array([np.nan if v is None else float(v) for v in items], dtype=np.float64) if _NONE in types \
+        else np.array(items, dtype=np.float64)
+    if not (np.abs(num[~np.isnan(num)]) < _EXACT_INT).all():
+        return None
+    return num
+
+
+def _value_problems(columns: dict[str, object], specs: tuple[ColumnSpec, ...]) -> bool:
+    """Numpy pre-check of what the pandera schema checks (nulls, ranges, categories) on the
+    coerced columns: False only when pandera would find nothing."""
+    for s in specs:
+        arr = columns[s.name]
+        if s.kind in ("int", "float"):
+            num = arr if isinstance(arr, np.ndarray) else arr.to_numpy(dtype=np.float64, na_value=np.nan)
+            null = np.isnan(num)
+            if not s.nullable and null.any():
+                return True
+            if s.min is not None and s.max is not None and ((num < s.min) | (num > s.max)).any():
+                return True
+        elif s.kind == "bool":
+            if not s.nullable and np.asarray(arr.isna()).any():
+                return True
+        elif not s.nullable or s.kind == "category":
+            # coerced text: str, None when missing
+            items = set(np.asarray(arr, dtype=object).tolist())
+            if not s.nullable and None in items:
+                return True
+            if s.kind == "category" and not items - {None} <= set(s.categories):
+                return True
+    return False
+
+
+def _may_have_duplicates(key_columns: list) -> bool:
+    """False when the rows whose key is complete have distinct keys (no duplicate to report)."""
+    lists = []
+    for arr in key_columns:
+        if isinstance(arr, np.ndarray) and arr.dtype == object:
+            lists.append([None if v is None or v is pd.NA or v != v else v for v in arr.tolist()])
+        else:
+            num = arr if isinstance(arr, np.ndarray) else arr.to_numpy(dtype=np.float64, na_value=np.nan)
+            lists.append([None if v != v else v for v in num.tolist()])
+    complete = [k for k in zip(*lists) if None not in k]
+    return len(set(complete)) != len(complete)
 
 
 def validate_records(households: pd.DataFrame, members: pd.DataFrame, source: str,
@@ -241,6 +450,14 @@ def validate_records(households: pd.DataFrame, members: pd.DataFrame, source: st
     hh_valid, hh_rej = validate_table(households, HOUSEHOLD_COLUMNS, "households", source, HOUSEHOLD_KEY)
     mb_valid, mb_rej = validate_table(members, MEMBER_COLUMNS, "members", source, MEMBER_KEY)
     n_hh, n_mb = len(households), len(members)
+    if not len(hh_rej) and not len(mb_rej) and _same_waves(hh_valid, mb_valid):
+        # Nothing rejected and every household wave has members, every member its wave: no cascade.
+        report = ValidationReport(
+            source=source,
+            tables=[TableReport("households", n_hh, n_hh, 0), TableReport("members", n_mb, n_mb, 0)],
+            rejects=_empty_rejects(),
+        )
+        return HouseholdRecords(_reset(hh_valid), _reset(mb_valid), regions), report
 
     # Cascade across tables on the (household_id, year) key.
     hh_key = pd.MultiIndex.from_frame(hh_valid[list(HOUSEHOLD_KEY)].astype({"year": "int64"}))
@@ -281,6 +498,24 @@ def validate_records(households: pd.DataFrame, members: pd.DataFrame, source: st
     )
     records = HouseholdRecords(hh_valid.reset_index(drop=True), mb_valid.reset_index(drop=True), regions)
     return records, report
+
+
+def _same_waves(hh: pd.DataFrame, mb: pd.DataFrame) -> bool:
+    """For small tables: True when the (household_id, year) keys of both tables are the same set."""
+    if not (0 < len(hh) <= SMALL_TABLE_ROWS and 0 < len(mb) <= SMALL_TABLE_ROWS):
+        return False
+    keys = []
+    for frame in (hh, mb):
+        hid, year = frame["household_id"], frame["year"]
+        if hid.dtype != object or year.isna().any():
+            return False
+        keys.append(set(zip(hid.tolist(), year.to_numpy(dtype=np.int64).tolist())))
+    return keys[0] == keys[1]
+
+
+def _reset(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame.reset_index(drop=True)`, skipped when the index is that already (a fresh frame here)."""
+    return frame if _is_default_index(frame.index) else frame.reset_index(drop=True)
 
 
 def _cascade(df: pd.DataFrame, mask: pd.Series, column: str, reason: str, table: str, source: str) -> pd.DataFrame:
