@@ -251,6 +251,66 @@ def predict(
         typer.echo(line)
 
 
+@app.command("score-batch")
+@_friendly
+def score_batch(
+    task: Annotated[str, typer.Option(help="poverty or relapse.")],
+    input: Annotated[str, typer.Option(help="Partitioned Parquet registry export folder, or a glob of such folders.")],
+    out: Annotated[Path, typer.Option(help="Output folder (scores/, rejects/, summary, manifest.json).")],
+    scheduler: Annotated[str, typer.Option(help="Dask scheduler address, or 'local' for a local cluster.")] = "local",
+    year: Annotated[Optional[int], typer.Option(help="Score this wave (default: each household's latest).")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes of the local cluster.")] = 2,
+    model: Annotated[Optional[str], typer.Option(help="Model URI (default: models:/tpas-TASK@champion), "
+                                                      "resolved once to a fixed version.")] = None,
+    partitions: Annotated[Optional[int], typer.Option(min=1, help="Partitions (default: one per "
+                                                                  "--partition-rows household waves).")] = None,
+    partition_rows: Annotated[int, typer.Option(min=1, help="Household waves per partition.")] = 50_000,
+    overwrite: Annotated[bool, typer.Option(help="Replace an output folder of another model or input.")] = False,
+    features_only: Annotated[bool, typer.Option(help="Write the model's features instead of scores.")] = False,
+    memory_limit: Annotated[Optional[str], typer.Option(help="Memory limit per local worker, e.g. 4GiB.")] = None,
+    max_partitions: Annotated[Optional[int], typer.Option(min=1, hidden=True,
+                                                          help="Debug: stop after N partitions.")] = None,
+) -> None:
+    """Score a partitioned registry on a Dask cluster with one fixed model version (resumable)."""
+    from serving.batch import score_batch as run
+
+    for line in run(task, input, out, scheduler=scheduler, year=year, workers=workers, model_uri=model,
+                    partitions=partitions, partition_rows=partition_rows, overwrite=overwrite,
+                    features_only=features_only, memory_limit=memory_limit, max_partitions=max_partitions,
+                    echo=typer.echo):
+        typer.echo(line)
+
+
+@app.command("evaluate")
+@_friendly
+def evaluate(
+    task: Annotated[str, typer.Option(help="poverty, relapse or idb-level.")],
+    model: Annotated[Optional[str], typer.Option(help="Model URI (default: the champion).")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="Training set (its test rows), labelled records, or survey.")]
+    = None,
+    out: Annotated[Optional[Path], typer.Option(help="Also write the report as JSON here.")] = None,
+) -> None:
+    """Evaluate a model as targeting: AUC, calibration, errors at budgets, per group with CIs."""
+    from training.commands import evaluate as run
+
+    md, report = run(task, model, data, _params())
+    typer.echo(md)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+@app.command("demo")
+@_friendly
+def demo(
+    out: Annotated[Optional[Path], typer.Option(help="Demo folder (default: $TPAS_DATA_DIR/demo).")] = None,
+) -> None:
+    """The main job end to end on embedded defaults (see README)."""
+    from tpas.demo import run_demo
+
+    run_demo(out)
+
+
 @app.command("serve")
 @_friendly
 def serve(
