@@ -4,6 +4,10 @@ VENV ?= .venv
 PYTHON ?= python3.11
 UV_VERSION := 0.13.8
 BIN := $(VENV)/bin
+# Compiled bytecode is kept (under the venv, not beside the sources) even where the environment
+# turns it off: every test subprocess, server and Dask worker would otherwise recompile its imports.
+export PYTHONDONTWRITEBYTECODE :=
+export PYTHONPYCACHEPREFIX := $(abspath $(VENV))/pycache
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
