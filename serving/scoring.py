@@ -208,6 +208,10 @@ class Scorer:
                 out.store_rows.append({
                     "record_id": uuid.uuid4().hex, "household_pid": pid, "region_code": info["village_code"],
                     "task": task, "year": int(year), **row["store"], "scored_at": now,
+                    # the wave's registry status (registry facts, not personal data): who is enrolled, for
+                    # the review lists of `tpas roster review`
+                    **{f: getattr(info["waves"][year][1], f, None)
+                       for f in ("registry_status", "poor_since_year", "exit_year", "monitoring_group")},
                 })
             out.results.append(result)
         out.errors.sort(key=lambda e: e["index"])

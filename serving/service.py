@@ -14,6 +14,8 @@ Endpoints (all documented in ``/docs.json`` with a working example):
   CSV or Excel.
 - ``GET /households/{id}/explanation`` (official / analyst keys): a household's latest scores
   with every contribution.
+- ``GET /review-lists`` (official / analyst keys): the enrolment, exit and relapse-watch review lists of
+  the latest `tpas roster review` run covering a region (recommendations; people decide).
 - ``GET /officials``: the officials' web page.
 - ``/healthz``, ``/readyz``, ``/metrics`` (Prometheus) from BentoML, with the service's own
   counters (households scored, records rejected, model versions served).
@@ -382,6 +384,51 @@ class TPAS:
         _check_region(key, region)
         return {"region": region, "villages": self.store.villages(region)}
 
+    @web.get("/review-lists", tags=["Officials"],
+             summary="Enrolment, exit and relapse-watch review lists of a region (recommendations; people decide)")
+    def review_lists(
+        self,
+        request: Request,
+        region: Annotated[str, Query(pattern=r"^(\d{2}|\d{4}|\d{6}|\d{9}|\d{12})$",
+                                     description="Region code (2, 4, 6, 9 or 12 digits).", examples=["430121"])],
+        list: Annotated[Literal["enrolment", "exit", "relapse_watch"], Query(
+            description="enrolment: predicted poor, not enrolled; exit: enrolled, low and stable risk; "
+                        "relapse_watch: left poverty or near the line, high relapse risk.")] = "enrolment",
+        year: Annotated[int | None, Query(ge=1990, le=2100,
+                                          description="Wave year (default: the latest run's).")] = None,
+        page: Annotated[int, Query(ge=1)] = 1,
+        page_size: Annotated[int, Query(ge=1, le=1000)] = 50,
+        format: Annotated[Literal["json", "csv"], Query(description="json or csv (the whole list).")] = "json",
+    ):
+        """The review lists of the latest `tpas roster review` run covering `region` (region by region, in rank
+        order, each household with its risks, registry status and reasons).
+
+        These are recommendations for officials to review: no household enters or leaves the registry
+        automatically; people decide, after a visit. `run` is null (and `items` empty) when no run covers the region.
+        """
+        key = _key(request)
+        _check_region(key, region)
+        from monitoring.roster import NOTE_EN, NOTE_ZH, csv_frame
+
+        run = self.store.latest_review_run(region, year)
+        if format == "csv":
+            rows, n = [], 1
+            while run is not None:
+                part, total = self.store.review_list(run["run_id"], list, region, page=n, page_size=1000)
+                rows += part
+                if not part or len(rows) >= total:
+                    break
+                n += 1
+            return Response(csv_frame(rows).to_csv(index=False), media_type="text/csv; charset=utf-8",
+                            headers={"content-disposition": f'attachment; filename="review-{list}-{region}.csv"'})
+        rows, total = (self.store.review_list(run["run_id"], list, region, page=page, page_size=page_size)
+                       if run is not None else ([], 0))
+        return {"region": region, "list": list, "page": page, "page_size": page_size, "total": total,
+                "run": None if run is None else {
+                    "run_id": run["run_id"], "year": run["year"], "scope": run["scope"],
+                    "as_of": str(run["as_of"]), "created_at": str(run["created_at"]), "params": run["params"]},
+                "note_en": NOTE_EN, "note_zh": NOTE_ZH, "items": [_review_item(r) for r in rows]}
+
 
 def _list_item(r: dict) -> dict:
     reasons = r.get("reasons") or {}
@@ -390,6 +437,27 @@ def _list_item(r: dict) -> dict:
             "main_causes_en": r.get("main_causes_en"), "main_causes_zh": r.get("main_causes_zh"),
             "causes": reasons.get("causes", {}), "reasons_up": reasons.get("up", []),
             "model": f"{r['model_name']}/{r['model_version']}", "scored_at": str(r["scored_at"])}
+
+
+def _review_item(r: dict) -> dict:
+    reasons = r.get("reasons") or {}
+    ev = r.get("evidence") or {}
+
+    def rnd(x):
+        return None if x is None else round(float(x), 4)
+
+    return {"rank": r["rank"], "household": r["household_pid"], "region_code": r["region_code"],
+            "region_group": r["region_group"], "year": r["year"], "list": r["list_kind"],
+            "registry_status": r["registry_status"], "monitoring_group": r["monitoring_group"],
+            "poverty_risk": rnd(r["poverty_risk"]), "poverty_score": r["poverty_score"],
+            "poverty_tier": r["poverty_tier"], "relapse_risk": rnd(r["relapse_risk"]),
+            "relapse_score": r["relapse_score"], "relapse_tier": r["relapse_tier"],
+            "why_en": ev.get("why_en"), "why_zh": ev.get("why_zh"), "evidence": ev,
+            "main_causes_en": r.get("main_causes_en"), "main_causes_zh": r.get("main_causes_zh"),
+            "causes": reasons.get("causes", {}), "reasons_up": reasons.get("up", []),
+            "reasons_down": reasons.get("down", []),
+            "model": f"{r['model_name']}/{r['model_version']}" if r.get("model_name") else None,
+            "scored_at": None if r.get("scored_at") is None else str(r["scored_at"])}
 
 
 def _explanation(r: dict) -> dict:

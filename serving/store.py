@@ -13,6 +13,14 @@ Tables
 - ``outcomes``: what happened to a household afterwards (``poor``/``not_poor``,
   ``relapsed``/``not_relapsed``), when it was observed, who reported it.
 - ``api_keys``: see `serving.auth` (hashes only, never a key).
+- ``review_runs`` / ``review_lists`` (revision 0002): each `tpas roster review` run (year, region
+  scope, as-of time, parameters, counts) and its enrolment / exit / relapse-watch lists, one row per
+  listed household with its rank in its region, risks, registry status and reasons
+  (`monitoring.roster`). The lists are recommendations; nothing in ``scores`` changes.
+
+Since revision 0002 a score row also carries the household's registry status of the scored wave
+(``registry_status``, ``poor_since_year``, ``exit_year``, ``monitoring_group``; registry facts, not
+personal data; NULL for rows scored before) so the review lists know who is enrolled.
 
 "Latest" means the most recently scored row of a household and task (``scored_at``, then ``id``);
 a household that moved shows under its new village only. Region filters are prefixes of the
@@ -135,7 +143,7 @@ scores = sa.Table(
     sa.Column("year", sa.Integer(), nullable=True),
     sa.Column("risk", sa.Float(), nullable=False),
     sa.Column("score", sa.Float(), nullable=False),
-    sa.Column("tier", sa.String(16), nullable=False),
+    sa.Column("tier", sa.String(32), nullable=False),  # 32 since revision 0002 (likely_impoverished has 19)
     sa.Column("eligible", sa.Boolean(), nullable=True),
     sa.Column("features", json_type(), nullable=True),
     sa.Column("contributions", json_type(), nullable=True),
@@ -145,6 +153,11 @@ scores = sa.Table(
     sa.Column("model_name", sa.String(128), nullable=True),
     sa.Column("model_version", sa.String(64), nullable=True),
     sa.Column("scored_at", UTCDateTime(), nullable=False),
+    # registry status of the scored wave (revision 0002; NULL before): who is enrolled, for the review lists
+    sa.Column("registry_status", sa.String(32), nullable=True),
+    sa.Column("poor_since_year", sa.Integer(), nullable=True),
+    sa.Column("exit_year", sa.Integer(), nullable=True),
+    sa.Column("monitoring_group", sa.String(32), nullable=True),
     # latest per household and task: the anti-join "no newer row of this household and task"
     sa.Index("ix_scores_household_task_time", "household_pid", "task", "scored_at", "id"),
     # the risk list of a region: task + region-code range, ranked by risk
@@ -176,11 +189,61 @@ api_keys = sa.Table(
     sa.Column("revoked_at", UTCDateTime(), nullable=True),
 )
 
+review_runs = sa.Table(
+    "review_runs", metadata,
+    sa.Column("id", id_type(), primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(32), nullable=False, unique=True),
+    sa.Column("year", sa.Integer(), nullable=False),
+    # the run's region prefix ('' = everywhere): the lists of a region come from the latest run covering it
+    sa.Column("scope", region_type(), nullable=False),
+    sa.Column("as_of", UTCDateTime(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("params", json_type(), nullable=True),
+    sa.Column("counts", json_type(), nullable=True),
+    sa.Index("ix_review_runs_scope_created_at", "scope", "created_at"),
+)
+
+review_lists = sa.Table(
+    "review_lists", metadata,
+    sa.Column("id", id_type(), primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(32), nullable=False),
+    sa.Column("list_kind", sa.String(16), nullable=False),
+    sa.Column("region_group", region_type(), nullable=False),
+    sa.Column("region_code", region_type(), nullable=False),
+    sa.Column("household_pid", sa.String(64), nullable=False),
+    sa.Column("year", sa.Integer(), nullable=False),
+    sa.Column("rank", sa.Integer(), nullable=False),
+    sa.Column("poverty_risk", sa.Float(), nullable=True),
+    sa.Column("poverty_score", sa.Float(), nullable=True),
+    sa.Column("poverty_tier", sa.String(32), nullable=True),
+    sa.Column("relapse_risk", sa.Float(), nullable=True),
+    sa.Column("relapse_score", sa.Float(), nullable=True),
+    sa.Column("relapse_tier", sa.String(32), nullable=True),
+    sa.Column("registry_status", sa.String(32), nullable=True),
+    sa.Column("monitoring_group", sa.String(32), nullable=True),
+    sa.Column("reasons", json_type(), nullable=True),
+    sa.Column("main_causes_en", sa.Text(), nullable=True),
+    sa.Column("main_causes_zh", sa.Text(), nullable=True),
+    sa.Column("evidence", json_type(), nullable=True),
+    sa.Column("model_name", sa.String(128), nullable=True),
+    sa.Column("model_version", sa.String(64), nullable=True),
+    sa.Column("scored_at", UTCDateTime(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    # one list of a run under a region prefix, in rank order
+    sa.Index("ix_review_lists_run_id_list_kind_region_code", "run_id", "list_kind", "region_code"),
+)
+
 TABLES = {"scores": scores, "outcomes": outcomes}
 SCORE_FIELDS = tuple(c.name for c in scores.columns if c.name != "id")
 OUTCOME_FIELDS = tuple(c.name for c in outcomes.columns if c.name != "id")
 #: Columns of a risk-list row (no feature values or contributions: those come with `household_latest`).
 LIST_FIELDS = tuple(f for f in SCORE_FIELDS if f not in ("features", "contributions"))
+#: The registry-status columns of a score row (revision 0002).
+STATUS_FIELDS = ("registry_status", "poor_since_year", "exit_year", "monitoring_group")
+#: The review lists `tpas roster review` writes.
+REVIEW_LISTS = ("enrolment", "exit", "relapse_watch")
+REVIEW_RUN_FIELDS = tuple(c.name for c in review_runs.columns if c.name != "id")
+REVIEW_FIELDS = tuple(c.name for c in review_lists.columns if c.name != "id")
 
 
 # -- row preparation ----------------------------------------------------------------------------------------
@@ -305,12 +368,7 @@ def prepare_score(row: dict, index: int = 0) -> dict:
         if eligible not in (0, 1, True, False):
             raise InvalidRow(f"{where}: eligible must be true, false or null")
         eligible = bool(eligible)
-    year = row.get("year")
-    if year is not None:
-        try:
-            year = int(year)
-        except (TypeError, ValueError):
-            raise InvalidRow(f"{where}: year must be an integer") from None
+    year = _int_or_none(row.get("year"), where, "year")
     return {
         "record_id": _record_id(row["record_id"], where),
         "household_pid": _pid(row["household_pid"], where),
@@ -329,7 +387,29 @@ def prepare_score(row: dict, index: int = 0) -> dict:
         "model_name": None if row.get("model_name") is None else str(row["model_name"]),
         "model_version": None if row.get("model_version") is None else str(row["model_version"]),
         "scored_at": _utc(row.get("scored_at"), where, "scored_at"),
+        "registry_status": _text_or_none(row.get("registry_status"), where, "registry_status"),
+        "poor_since_year": _int_or_none(row.get("poor_since_year"), where, "poor_since_year"),
+        "exit_year": _int_or_none(row.get("exit_year"), where, "exit_year"),
+        "monitoring_group": _text_or_none(row.get("monitoring_group"), where, "monitoring_group"),
     }
+
+
+def _int_or_none(value: Any, where: str, name: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise InvalidRow(f"{where}: {name} must be an integer") from None
+
+
+def _text_or_none(value: Any, where: str, name: str, length: int = 32) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    if len(text) > length:
+        raise InvalidRow(f"{where}: {name} must be at most {length} characters")
+    return text or None
 
 
 def prepare_outcome(row: dict, index: int = 0) -> dict:
@@ -748,6 +828,150 @@ class InferenceStore:
         query = query.order_by(scores.c.region_code)
         with self.engine.connect() as conn:
             return [str(v) for v in conn.execute(query).scalars()]
+
+    # -- review lists (`tpas roster review`, revision 0002) -------------------------------------------------------
+    def latest_of_year(self, task: str, year: int, region_prefix: str = "",
+                       until: datetime | None = None) -> list[dict]:
+        """The latest score of `task` for wave `year` of each household under a region prefix, among the
+        scores given at or before `until` (default: all): `LIST_FIELDS` (no feature values or contributions),
+        in no particular order. Reads only."""
+        _task(task, "latest_of_year")
+        prefix = check_region_prefix(region_prefix)
+        until = None if until is None else _utc(until, "latest_of_year", "until")
+        s, n = scores.alias("s"), scores.alias("n")
+        newer = [n.c.household_pid == s.c.household_pid, n.c.task == s.c.task, n.c.year == s.c.year,
+                 sa.or_(n.c.scored_at > s.c.scored_at, sa.and_(n.c.scored_at == s.c.scored_at, n.c.id > s.c.id))]
+        where = [s.c.task == task, s.c.year == int(year)]
+        if until is not None:
+            newer.append(n.c.scored_at <= until)
+            where.append(s.c.scored_at <= until)
+        where.append(~sa.select(n.c.id).where(*newer).exists())
+        if prefix:
+            where.append(_prefix_range(s.c.region_code, prefix))
+        query = sa.select(*(s.c[f] for f in LIST_FIELDS)).where(*where)
+        return self._read(lambda conn: [dict(r._mapping) for r in conn.execute(query)])
+
+    def score_window(self, task: str, since: datetime, until: datetime, max_year: int | None = None,
+                     region_prefix: str = "") -> dict[str, dict]:
+        """Per household, its `task` scores given in (since, until] (of waves up to `max_year`): ``n``,
+        ``max_risk``, ``min_risk``, ``first``, ``last`` (times). With a region prefix, only households
+        with a score of `task` there (their scores elsewhere count too). Reads only."""
+        _task(task, "score_window")
+        since, until = _utc(since, "score_window", "since"), _utc(until, "score_window", "until")
+        where = [scores.c.task == task, scores.c.scored_at > since, scores.c.scored_at <= until]
+        if max_year is not None:
+            where.append(sa.or_(scores.c.year.is_(None), scores.c.year <= int(max_year)))
+        prefix = check_region_prefix(region_prefix)
+        if prefix:
+            r = scores.alias("r")
+            where.append(scores.c.household_pid.in_(
+                sa.select(r.c.household_pid).where(r.c.task == task, _prefix_range(r.c.region_code, prefix))))
+        query = (sa.select(scores.c.household_pid, sa.func.count().label("n"),
+                           sa.func.max(scores.c.risk).label("max_risk"), sa.func.min(scores.c.risk).label("min_risk"),
+                           sa.func.min(scores.c.scored_at).label("first"),
+                           sa.func.max(scores.c.scored_at).label("last"))
+                 .where(*where).group_by(scores.c.household_pid))
+        utc = UTCDateTime()
+
+        def read(conn):
+            out = {}
+            for r in conn.execute(query):
+                row = dict(r._mapping)
+                for k in ("first", "last"):  # aggregates come back untyped on SQLite
+                    v = row[k]
+                    if isinstance(v, str):
+                        v = datetime.fromisoformat(v)
+                    row[k] = utc.process_result_value(v, conn.dialect)
+                out[row.pop("household_pid")] = row
+            return out
+
+        return self._read(read)
+
+    def years_scored(self, region_prefix: str = "") -> list[int]:
+        """The wave years with scores (any task) under a region prefix, in order."""
+        prefix = check_region_prefix(region_prefix)
+        query = sa.select(scores.c.year).where(scores.c.year.is_not(None)).distinct().order_by(scores.c.year)
+        if prefix:
+            query = query.where(_prefix_range(scores.c.region_code, prefix))
+        return self._read(lambda conn: [int(y) for y in conn.execute(query).scalars()])
+
+    def save_review_run(self, run: dict, rows: list[dict]) -> int:
+        """Store a roster run and its list rows in one transaction (all or nothing); returns rows written.
+
+        Raises `StoreUnavailable` when the database cannot take them (a run is simply repeated; no spool)."""
+        run = {f: run.get(f) for f in REVIEW_RUN_FIELDS}
+        for name in ("run_id", "year", "as_of", "created_at"):
+            if run[name] is None:
+                raise InvalidRow(f"review run: {name} is required")
+        run["scope"] = check_region_prefix(run.get("scope"), "scope")
+        run["params"], run["counts"] = jsonable(run["params"]), jsonable(run["counts"])
+        prepared = []
+        for i, row in enumerate(rows):
+            where = f"review row {i}"
+            _check_keys(row, REVIEW_FIELDS, where)
+            if row.get("list_kind") not in REVIEW_LISTS:
+                raise InvalidRow(f"{where}: list_kind must be one of {', '.join(REVIEW_LISTS)}")
+            if row.get("run_id") != run["run_id"]:
+                raise InvalidRow(f"{where}: run_id must be the run's ({run['run_id']})")
+            out = {f: row.get(f) for f in REVIEW_FIELDS}
+            out["household_pid"] = _pid(row.get("household_pid"), where)
+            for k in ("reasons", "evidence"):
+                out[k] = jsonable(out[k])
+            prepared.append(out)
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(review_runs.insert(), [run])
+                if prepared:
+                    conn.execute(review_lists.insert(), prepared)
+        except DB_ERRORS as exc:
+            raise StoreUnavailable(f"cannot store the review lists in {self.safe_url}: {_first_line(exc)}") from exc
+        return len(prepared)
+
+    def latest_review_run(self, region: str = "", year: int | None = None) -> dict | None:
+        """The latest roster run whose scope covers `region` (its scope is `region` or a prefix of it),
+        of wave `year` if given; None if there is none."""
+        region = check_region_prefix(region, "region")
+        scopes = [""] + [region[:k] for k in REGION_LENGTHS if k <= len(region)]
+        query = sa.select(*(review_runs.c[f] for f in REVIEW_RUN_FIELDS)).where(review_runs.c.scope.in_(scopes))
+        if year is not None:
+            query = query.where(review_runs.c.year == int(year))
+        query = query.order_by(review_runs.c.created_at.desc(), review_runs.c.id.desc()).limit(1)
+
+        def read(conn):
+            row = conn.execute(query).first()
+            return None if row is None else dict(row._mapping)
+
+        return self._read(read)
+
+    def review_list(self, run_id: str, list_kind: str, region_prefix: str = "", page: int = 1,
+                    page_size: int = 50) -> tuple[list[dict], int]:
+        """One list of a run under a region prefix, region by region in rank order: (rows of the page, total)."""
+        if list_kind not in REVIEW_LISTS:
+            raise ValueError(f"list must be one of {', '.join(REVIEW_LISTS)} (got {list_kind!r})")
+        if page < 1 or not 1 <= page_size <= 1000:
+            raise ValueError("page must be >= 1 and page_size between 1 and 1000")
+        prefix = check_region_prefix(region_prefix)
+        t = review_lists
+        where = [t.c.run_id == run_id, t.c.list_kind == list_kind]
+        if prefix:
+            where.append(_prefix_range(t.c.region_code, prefix))
+        query = (sa.select(*(t.c[f] for f in REVIEW_FIELDS)).where(*where)
+                 .order_by(t.c.region_group, t.c.rank, t.c.id).limit(page_size).offset((page - 1) * page_size))
+        count = sa.select(sa.func.count()).select_from(t).where(*where)
+
+        def read(conn):
+            total = int(conn.execute(count).scalar_one())
+            return ([dict(r._mapping) for r in conn.execute(query)] if total else []), total
+
+        return self._read(read)
+
+    def _read(self, fn):
+        """Run a read; a database failure becomes `StoreUnavailable` (the service answers 503)."""
+        try:
+            with self.engine.connect() as conn:
+                return fn(conn)
+        except DB_ERRORS as exc:
+            raise StoreUnavailable(f"cannot read the inference store at {self.safe_url}: {_first_line(exc)}") from exc
 
 
 def _newer_exists(s):

@@ -23,6 +23,12 @@ data_app = typer.Typer(help="Household data: generate, validate, export.", no_ar
 features_app = typer.Typer(help="Feature pipelines and training sets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(features_app, name="features")
+
+from monitoring.cli import monitor_app  # noqa: E402  (light: commands import their work lazily)
+from monitoring.roster_cli import roster_app  # noqa: E402
+
+app.add_typer(monitor_app, name="monitor")
+app.add_typer(roster_app, name="roster")
 keys_app = typer.Typer(help="API keys of the scoring service.", no_args_is_help=True)
 db_app = typer.Typer(help="The inference store (database of scores, outcomes, API keys).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")

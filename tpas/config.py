@@ -343,6 +343,193 @@ class TuneParams(_Strict):
     timeout_seconds: int | None = Field(default=None, gt=0)
 
 
+class RetrainParams(_Strict):
+    """When targeting quality measured on reported outcomes calls for retraining (docs/monitoring.md)."""
+
+    #: Outcomes joined to scores of the monitored model version before any figure is judged.
+    min_outcomes: int = Field(default=200, ge=10)
+    #: Decay against the model's held-out figures at training (MLflow run metrics ``heldout_*``).
+    max_auc_drop: float = Field(default=0.05, gt=0, le=1)
+    max_exclusion_error_rise: float = Field(default=0.05, gt=0, le=1)
+    max_inclusion_error_rise: float = Field(default=0.10, gt=0, le=1)
+    max_ece_rise: float = Field(default=0.05, gt=0, le=1)
+
+
+class ShockParams(_Strict):
+    """The `shock` scenario of `tpas monitor simulate` (acts through the synthetic process)."""
+
+    #: Share of the panel's counties (at least one) with a county-wide disaster, all villages hit.
+    disaster_county_share: float = Field(default=0.5, gt=0, le=1)
+    #: County severity of that disaster year (the process draws U(0.3, 1) for a bad year).
+    disaster_severity: float = Field(default=1.0, ge=0.3, le=1.0)
+    #: Factor on migrant work that year (as `synth.process.migrant_shocks`; 2020 was 0.75).
+    migrant_factor: float = Field(default=0.4, gt=0, lt=1)
+
+
+#: Evidently drift methods a column type may use: distances (drift when score >= threshold), never
+#: p-value tests, whose verdict depends on the sample size (docs/monitoring.md).
+NUM_DRIFT_METHODS = ("wasserstein", "jensenshannon", "psi", "hellinger", "kl_div", "ed")
+CAT_DRIFT_METHODS = ("jensenshannon", "psi", "hellinger", "kl_div")
+
+
+class MonitoringParams(_Strict):
+    """`tpas monitor run` / `simulate`: drift and data-quality test thresholds, retraining triggers."""
+
+    #: Default window of `tpas monitor run`: scores of the last this many days.
+    window_days: int = Field(default=30, gt=0, le=3660)
+    #: Reference rows: the snapshot's latest this many training years (more if fewer than
+    #: `min_reference_rows` rows), the world the model knew last (docs/monitoring.md).
+    reference_years: int = Field(default=1, ge=1, le=50)
+    min_reference_rows: int = Field(default=300, ge=1)
+    #: Per-column drift: method and threshold by column type (model features: numerical or categorical).
+    num_method: str = Field(default="wasserstein")
+    cat_method: str = Field(default="jensenshannon")
+    num_threshold: float = Field(default=0.1, gt=0)
+    cat_threshold: float = Field(default=0.1, gt=0)
+    #: Test: share of drifted feature columns must stay below this.
+    max_drifted_share: float = Field(default=0.5, gt=0, le=1)
+    #: Test: PSI of the risk score (over `risk_bins` quantile bins of the baseline) against the
+    #: model's own held-out scores of its latest held-out year must stay below this.
+    max_risk_psi: float = Field(default=0.1, gt=0)
+    risk_bins: int = Field(default=10, ge=2, le=100)
+    #: Test per column: share missing may exceed the reference's by at most this.
+    max_missing_increase: float = Field(default=0.10, ge=0, le=1)
+    #: Test per numerical column: share of values out of range (schema range of a registry
+    #: indicator; derived features: reference min/max widened by `range_margin` x their span).
+    max_out_of_range_share: float = Field(default=0.01, ge=0, le=1)
+    range_margin: float = Field(default=2.0, ge=0)
+    #: Each household's previous score is looked for this many days before the window (0: not at all),
+    #: for the "changed since the previous scores" view (no test).
+    previous_days: int = Field(default=400, ge=0, le=3660)
+    #: Columns named in the summary / alert (most drifted first), and given full statistics in the report.
+    top_columns: int = Field(default=10, ge=1, le=200)
+    #: Fewer current rows than this: the report is still made, with a warning (drift is noisy).
+    min_rows: int = Field(default=100, ge=1)
+    retrain: RetrainParams = Field(default_factory=RetrainParams)
+    shock: ShockParams = Field(default_factory=ShockParams)
+    #: Households per batch when `simulate` scores a wave (the API takes 1-1,000 a request).
+    score_batch: int = Field(default=500, ge=1, le=1000)
+
+    @field_validator("num_method")
+    @classmethod
+    def _num_method(cls, value: str) -> str:
+        if value not in NUM_DRIFT_METHODS:
+            raise ValueError(f"expected one of {', '.join(NUM_DRIFT_METHODS)}")
+        return value
+
+    @field_validator("cat_method")
+    @classmethod
+    def _cat_method(cls, value: str) -> str:
+        if value not in CAT_DRIFT_METHODS:
+            raise ValueError(f"expected one of {', '.join(CAT_DRIFT_METHODS)}")
+        return value
+
+
+#: Registry statuses (features.schema `registry_status`; not imported: config loads first).
+REGISTRY_STATUSES: tuple[str, ...] = ("not_registered", "registered_poor", "exited", "monitored")
+#: Officials' tiers per task (models.bundle.TIER_LABELS; not imported: config loads first).
+TIER_NAMES: dict[str, tuple[str, ...]] = {"poverty": ("impoverished", "likely_impoverished", "out_of_poverty"),
+                                          "relapse": ("high_risk", "watch", "stable")}
+#: Region-code lengths (province, city, county, township, village).
+REGION_DIGITS: tuple[int, ...] = (2, 4, 6, 9, 12)
+
+
+def _known_statuses(value: list[str]) -> list[str]:
+    unknown = [s for s in value if s not in REGISTRY_STATUSES]
+    if unknown:
+        raise ValueError(f"unknown registry status(es) {', '.join(map(repr, unknown))} "
+                         f"(expected some of {', '.join(REGISTRY_STATUSES)})")
+    return value
+
+
+def _known_tiers(task: str, value: list[str]) -> list[str]:
+    unknown = [t for t in value if t not in TIER_NAMES[task]]
+    if unknown:
+        raise ValueError(f"unknown {task} tier(s) {', '.join(map(repr, unknown))} "
+                         f"(expected some of {', '.join(TIER_NAMES[task])})")
+    return value
+
+
+class EnrolmentReviewParams(_Strict):
+    """Enrolment review: predicted poor (poverty tier in `tiers`, or risk >= `min_risk`) and not enrolled."""
+
+    #: Poverty tiers that put a household on the list (the Guizhou tier below 60 points).
+    tiers: list[str] = Field(default_factory=lambda: ["impoverished"])
+    #: ... or a poverty risk at least this high (None: the tiers alone).
+    min_risk: float | None = Field(default=0.35, ge=0, le=1)
+    #: Registry statuses that count as "not enrolled" (an exited household found poor again is re-enrolled).
+    statuses: list[str] = Field(default_factory=lambda: ["not_registered", "exited"], min_length=1)
+
+    @field_validator("tiers")
+    @classmethod
+    def _tiers(cls, value: list[str]) -> list[str]:
+        return _known_tiers("poverty", value)
+
+    @model_validator(mode="after")
+    def _some_rule(self) -> "EnrolmentReviewParams":
+        if not self.tiers and self.min_risk is None:
+            raise ValueError("give tiers or min_risk (with neither, nobody could be listed)")
+        return self
+
+    @field_validator("statuses")
+    @classmethod
+    def _statuses(cls, value: list[str]) -> list[str]:
+        return _known_statuses(value)
+
+
+class ExitReviewParams(_Strict):
+    """Exit review: enrolled, and every poverty score of the last `months` months below `max_risk`
+    (at least `min_scores` of them)."""
+
+    #: Registry statuses that count as "enrolled" (registered poor; under relapse monitoring).
+    statuses: list[str] = Field(default_factory=lambda: ["registered_poor", "monitored"], min_length=1)
+    #: The window: about six months stably above the line before a household leaves monitoring (DOMAIN.md).
+    months: int = Field(default=6, ge=1, le=60)
+    min_scores: int = Field(default=3, ge=1, le=100)
+    #: Every poverty score in the window must be below this risk (0.2 = above 80 points, "out of poverty").
+    max_risk: float = Field(default=0.2, gt=0, le=1)
+
+    @field_validator("statuses")
+    @classmethod
+    def _statuses(cls, value: list[str]) -> list[str]:
+        return _known_statuses(value)
+
+
+class RelapseWatchParams(_Strict):
+    """Relapse watch: relapse-eligible at the latest score, relapse tier in `tiers` or risk >= `min_risk`."""
+
+    tiers: list[str] = Field(default_factory=lambda: ["high_risk"])
+    min_risk: float | None = Field(default=0.25, ge=0, le=1)
+
+    @field_validator("tiers")
+    @classmethod
+    def _tiers(cls, value: list[str]) -> list[str]:
+        return _known_tiers("relapse", value)
+
+    @model_validator(mode="after")
+    def _some_rule(self) -> "RelapseWatchParams":
+        if not self.tiers and self.min_risk is None:
+            raise ValueError("give tiers or min_risk (with neither, nobody could be listed)")
+        return self
+
+
+class RosterParams(_Strict):
+    """`tpas roster review`: thresholds and durations of the enrolment, exit and relapse-watch lists."""
+
+    #: One list per region of this many digits of the village code (6 = county; 2, 4, 9, 12 also work).
+    region_digits: int = Field(default=6)
+    enrolment: EnrolmentReviewParams = Field(default_factory=EnrolmentReviewParams)
+    exit: ExitReviewParams = Field(default_factory=ExitReviewParams)
+    relapse_watch: RelapseWatchParams = Field(default_factory=RelapseWatchParams)
+
+    @field_validator("region_digits")
+    @classmethod
+    def _region_digits(cls, value: int) -> int:
+        if value not in REGION_DIGITS:
+            raise ValueError(f"must be one of {', '.join(map(str, REGION_DIGITS))} (province to village)")
+        return value
+
+
 class Params(_Strict):
     """All of `params.yaml`."""
 
@@ -356,6 +543,8 @@ class Params(_Strict):
     tiers: dict[str, TierParams] = Field(default_factory=lambda: {"poverty": TierParams(), "relapse": TierParams()})
     gate: dict[str, GateCriteria] = Field(default_factory=dict)
     tune: TuneParams = Field(default_factory=TuneParams)
+    monitoring: MonitoringParams = Field(default_factory=MonitoringParams)
+    roster: RosterParams = Field(default_factory=RosterParams)
 
 
 def _describe(error: dict[str, Any]) -> str:

@@ -3,7 +3,9 @@
 `generate_panel` simulates households of a synthetic province year by year and writes what a
 poverty-alleviation registry would hold about them: household waves, their members, and the
 region tree, in the canonical schema of `features.schema` (partitioned Parquet, see below).
-`read_panel` reads such a panel back (raw, unvalidated). The process, its parameters, what is
+`read_panel` reads such a panel back (raw, unvalidated). `continue_panel` simulates the same
+households on through the next wave(s), optionally with a disaster / migrant-work shock
+(`WaveShock`), for monitoring (docs/monitoring.md). The process, its parameters, what is
 latent, what is recorded and the rates it produces are documented in ``docs/synthetic_panel.md``.
 
 Layout written under ``out_dir``::
@@ -356,11 +358,15 @@ def _years_env(sim_years: list[int], params: Params, seed: int) -> dict[int, _Ye
     return env
 
 
-def _region_shocks(tree: RegionTree, v_lo: int, v_hi: int, sim_years: list[int], seed: int, params: Params):
+def _region_shocks(tree: RegionTree, v_lo: int, v_hi: int, sim_years: list[int], seed: int, params: Params,
+                   forced: dict[int, float] | None = None):
     """Disaster and weather shocks of the villages ``[v_lo, v_hi)``: arrays (villages, years).
 
     A county-year draw (seeded by seed, county, year) says whether the county has a bad year and
     how bad; each village draws (seeded by seed, village, year) whether it is hit and its weather.
+    `forced` (county index -> severity in [0.3, 1]) makes those counties have a bad year of that
+    severity in every year of `sim_years`, with every one of their villages hit (the disaster shock
+    of `continue_panel`); the villages' own severity and weather draws are unchanged.
     """
     proc = params.synth.process
     n, y = v_hi - v_lo, len(sim_years)
@@ -375,10 +381,12 @@ def _region_shocks(tree: RegionTree, v_lo: int, v_hi: int, sim_years: list[int],
                 gc = _rng(seed, _STREAM_COUNTY, c, t)
                 county_cache[(c, t)] = (bool(gc.random() < proc.disaster_county_prob), float(gc.uniform(0.3, 1.0)))
             bad, csev = county_cache[(c, t)]
+            if forced and c in forced:
+                bad, csev = True, float(forced[c])
             gv = _rng(seed, _STREAM_VILLAGE, v, t)
             u, sev, w = gv.random(), gv.uniform(0.15, 0.8), gv.normal(0, 0.07)
             p = (0.03 + (0.55 * csev if bad else 0.0)) * (0.8, 1.0, 1.25)[int(tree.terrain[v])]
-            hit[i, j] = u < p
+            hit[i, j] = u < p or bool(forced and c in forced)
             severity[i, j] = sev * (csev if bad else 0.6)
             weather[i, j] = w - (0.10 * csev if bad else 0.0)
     return hit, severity, weather
@@ -1750,3 +1758,202 @@ def read_panel(path: Path, years: list[int] | None = None, columns: Iterable[str
     regions = pd.read_parquet(root / "regions.parquet") if (root / "regions.parquet").exists() else \
         pd.DataFrame(columns=[c.name for c in REGION_COLUMNS])
     return households, members, regions
+
+
+# -- continuing a panel: the next wave(s) ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WaveShock:
+    """A shock in the last year `continue_panel` simulates; it acts through the process, never on records.
+
+    - `disaster_counties`: 6-digit codes of counties that have a bad disaster year, with county
+      severity `disaster_severity` (the process draws U(0.3, 1) for a county's bad year; 1 is the
+      worst it knows), every village of them hit (a county-wide flood or drought; in a drawn bad
+      year each village is hit with P = 0.03 + 0.55 x severity). Households are then affected and
+      their crops, livestock and houses damaged by the process's own rules (section "Income" of
+      docs/synthetic_panel.md).
+    - `migrant_factor`: the factor on migrant work of that year, as `synth.process.migrant_shocks`
+      (2020 was 0.75): migrants lose months or their job, wages and remittances fall.
+    """
+
+    disaster_counties: tuple[str, ...] = ()
+    disaster_severity: float = 1.0
+    migrant_factor: float | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.3 <= self.disaster_severity <= 1.0:
+            raise DataError(f"disaster severity must be in [0.3, 1] (the process's range), got {self.disaster_severity}")
+        if self.migrant_factor is not None and not 0 < self.migrant_factor <= 1.5:
+            raise DataError(f"migrant-work factor must be in (0, 1.5], got {self.migrant_factor}")
+
+
+def panel_params(manifest: dict, params: Params | None = None) -> Params:
+    """The parameters a panel was generated with (its manifest), with `params`' lines for later years.
+
+    The manifest's lines win for every year they cover, so the panel's own years are reproduced
+    exactly; a year they lack (a continued wave) takes its poverty and monitoring lines from `params`.
+    """
+    used = manifest.get("params") or {}
+    if "lines" not in used or "synth" not in used:
+        raise DataError("the panel's manifest.json does not record the parameters it was generated with")
+    lines = {k: (dict(v) if isinstance(v, dict) else v) for k, v in used["lines"].items()}
+    if params is not None:
+        for key in ("poverty_line", "monitoring_line"):
+            have = {str(y) for y in lines.get(key, {})}
+            extra = {str(y): v for y, v in getattr(params.lines, key).items() if str(y) not in have}
+            lines[key] = {**extra, **lines.get(key, {})}
+    return Params.model_validate({
+        "lines": lines, "synth": used["synth"],
+        "features": {"relapse": {"near_line_multiplier": used.get("relapse_near_line_multiplier", 1.5)}},
+    })
+
+
+def _extend_pii(sim: "_Chunk") -> None:
+    """Names and ID numbers for members who joined in a continued year (born, married in)."""
+    ever = (sim.entry != _NEVER).ravel()
+    flat = np.flatnonzero(ever & (sim.pos_of_slot < 0))
+    if len(flat) == 0:
+        return
+    rng = sim.rng
+    hh = flat // K_SLOTS
+    male = sim.male.ravel()[flat]
+    founder = sim.pos_of_slot[hh * K_SLOTS]          # slot 0 always has a name: the family surname is its first character
+    family = np.array([str(n)[:1] for n in sim.name_arr.take(pa.array(founder)).to_pylist()])
+    sur = np.array(_SURNAMES)
+    own = sur[rng.integers(0, len(sur), len(flat))]
+    same = np.isin(sim.rel.ravel()[flat], (R_HEAD, R_CHILD, R_GRANDCHILD))
+    names = np.char.add(np.where(same, family, own), _given_names(rng, male))
+    county = sim.tree.county_code[sim.vil][hh]
+    ids = _id_numbers(county, sim.birth_year.ravel()[flat].astype(int), sim.birth_day.ravel()[flat], male, rng)
+    sim.pos_of_slot[flat] = len(sim.name_arr) + np.arange(len(flat))
+    sim.name_arr = pa.concat_arrays([sim.name_arr, pa.array(names, pa.string())])
+    sim.id_arr = pa.concat_arrays([sim.id_arr, pa.array(ids, pa.string())])
+
+
+def _continue_year(sim: "_Chunk", v_lo: int, v_hi: int, t: int, e: _Year, seed: int, params: Params,
+                   forced: dict[int, float] | None) -> tuple[pa.Table, pa.Table]:
+    """Simulate year `t` right after the chunk's last simulated year, from its state; return its tables.
+
+    The chunk's own random stream continues (no draw is repeated), county and village shocks come
+    from their (seed, county or village, year) generators as in `generate_panel`, and the members'
+    lives of year `t` (deaths, births, marriages, illness, disability) are simulated by the same
+    code as every other year: `_Chunk._simulate_lives` run over the two-year window (t-1, t).
+    """
+    hit, sev, weather = _region_shocks(sim.tree, v_lo, v_hi, [t], seed, params, forced=forced)
+    sim.hit = np.concatenate([sim.hit, hit], axis=1)
+    sim.severity = np.concatenate([sim.severity, sev], axis=1)
+    sim.weather = np.concatenate([sim.weather, weather], axis=1)
+    Y = len(sim.sim_years)
+    serious = np.concatenate([sim.serious, np.zeros((sim.H, K_SLOTS, 1), bool)], axis=2)
+    head_slot = np.concatenate([sim.head_slot, np.zeros((sim.H, 1), sim.head_slot.dtype)], axis=1)
+    years = list(sim.sim_years) + [t]
+    # one step of the life simulation: views of the last two years, so its writes land in the full arrays
+    sim.sim_years, sim.serious, sim.head_slot = [t - 1, t], serious[:, :, Y - 1:], head_slot[:, Y - 1:]
+    try:
+        sim._simulate_lives()
+    finally:
+        sim.sim_years, sim.serious, sim.head_slot = years, serious, head_slot
+    _extend_pii(sim)
+    hh, mb, _ = sim._year(Y, t, e, write=True)
+    return hh, mb
+
+
+def continue_panel(panel_dir: Path, *, until_year: int | None = None, params: Params | None = None,
+                   shock: WaveShock | None = None, verify: bool = True
+                   ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """The next wave(s) of a panel written by `generate_panel`: the same households, one more year each.
+
+    Every chunk is re-simulated from the panel's seed, chunk size and recorded parameters (its
+    manifest), which reproduces the written waves exactly (with `verify`, the last written wave is
+    compared with the files on disk and a difference is an error), then simulated on from its state
+    (latent traits, members, registry status, assets, last year's income) through the years after
+    the last written one, up to `until_year` (default: one year). Lines for those years come from
+    `params` when the manifest lacks them. `shock` applies to the last year only (`WaveShock`).
+
+    Returns the raw (unvalidated) households and members of the new years, as `read_panel` gives
+    them, and a dict describing what was done (years, shocked counties and their names, factor).
+    """
+    root = Path(panel_dir)
+    mpath = root / "manifest.json"
+    if not mpath.exists():
+        raise DataError(f"{root}: not a synthetic panel (no manifest.json)")
+    manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    if manifest.get("generator") != "features.sources.synthetic" or manifest.get("version") != GENERATOR_VERSION:
+        raise DataError(f"{root}: written by {manifest.get('generator')} {manifest.get('version')}, not by this "
+                        f"generator ({GENERATOR_VERSION}); it cannot be continued exactly")
+    p = panel_params(manifest, params)
+    years = [int(y) for y in manifest["year_list"]]
+    last = years[-1]
+    until = last + 1 if until_year is None else int(until_year)
+    if until <= last:
+        raise DataError(f"the panel already ends in {last}; the next wave is {last + 1} or later (got {until})")
+    new_years = list(range(last + 1, until + 1))
+    sim_years = _sim_years(years, p)
+    if [sim_years[0], sim_years[-1]] != list(manifest.get("simulated_years", [])):
+        raise DataError(f"{root}: simulated years {manifest.get('simulated_years')} cannot be reproduced "
+                        f"(got {sim_years[0]}-{sim_years[-1]})")
+    for y in new_years:
+        p.lines.poverty_line_for(y)   # ConfigError naming the missing year
+    seed, households = int(manifest["seed"]), int(manifest["households"])
+    tree = build_region_tree(households, p.synth.households_per_village, seed, p)
+    env = _years_env(sim_years + new_years, p, seed)
+    shock = shock or WaveShock()
+    forced: dict[int, float] = {}
+    if shock.disaster_counties:
+        codes = {str(code): int(c) for c, code in zip(tree.county, tree.county_code)}
+        unknown = [c for c in shock.disaster_counties if str(c) not in codes]
+        if unknown:
+            raise DataError(f"unknown county code(s) {', '.join(unknown)}; the panel's counties are "
+                            f"{', '.join(sorted(codes))}")
+        forced = {codes[str(c)]: shock.disaster_severity for c in shock.disaster_counties}
+    if shock.migrant_factor is not None:
+        proc = p.synth.process.model_copy(update={"migrant_shocks": {**p.synth.process.migrant_shocks,
+                                                                      until: float(shock.migrant_factor)}})
+        p_shock = p.model_copy(update={"synth": p.synth.model_copy(update={"process": proc})})
+        env[until] = _years_env([until], p_shock, seed)[until]
+    chunks = village_chunks(tree.sizes, int(manifest["chunk_households"]))
+    if len(chunks) != int(manifest.get("chunks", len(chunks))):
+        raise DataError(f"{root}: the manifest's {manifest.get('chunks')} chunks cannot be reproduced")
+    hh_tables: list[pa.Table] = []
+    mb_tables: list[pa.Table] = []
+    for ci, (v_lo, v_hi) in enumerate(chunks):
+        sim = _Chunk(tree, v_lo, v_hi, sim_years, p, seed, ci, first_written=years[0])
+        last_hh = None
+        for y, hh, _mb, _st in sim.run(env, set(years)):
+            if y == last:
+                last_hh = hh
+        on_disk = root / "households" / f"year={last}" / f"part-{ci:05d}.parquet"
+        if verify and on_disk.exists() and not pq.read_table(on_disk).equals(last_hh):
+            raise DataError(f"{root}: re-simulating chunk {ci} does not reproduce its {last} wave on disk "
+                            f"(edited files, or other parameters): it cannot be continued exactly")
+        for t in new_years:
+            hh, mb = _continue_year(sim, v_lo, v_hi, t, env[t], seed, p, forced if t == until else None)
+            hh_tables.append(hh)
+            mb_tables.append(mb)
+        del sim
+
+    def frame(tables: list[pa.Table], keys: list[str]) -> pd.DataFrame:
+        out = pa.concat_tables(tables).to_pandas()
+        out["year"] = out["year"].astype("int64")
+        return out.sort_values(keys, kind="stable").reset_index(drop=True)
+
+    households_new = frame(hh_tables, ["household_id", "year"])
+    members_new = frame(mb_tables, ["household_id", "year", "member_no"])
+    names = dict(zip(tree.county_code, tree.frame["county_name"]))
+    info = {
+        "panel": str(root), "last_panel_year": last, "years": new_years, "seed": seed,
+        "households": int(households_new.loc[households_new["year"] == until, "household_id"].nunique()),
+        "disaster_counties": {str(c): str(names[str(c)]) for c in shock.disaster_counties},
+        "disaster_severity": shock.disaster_severity if shock.disaster_counties else None,
+        "migrant_factor": shock.migrant_factor,
+        "verified": bool(verify),
+    }
+    return households_new, members_new, info
+
+
+def county_codes(panel_dir: Path) -> dict[str, str]:
+    """County code -> county name of a panel (from its regions.parquet)."""
+    regions = pd.read_parquet(Path(panel_dir) / "regions.parquet", columns=["village_code", "county_name"])
+    codes = regions["village_code"].astype(str).str[:6]
+    return dict(sorted(zip(codes, regions["county_name"].astype(str))))

@@ -55,6 +55,24 @@
       cause_land: "缺土地", cause_water: "缺水", cause_skills: "缺技术", cause_labour: "缺劳力",
       cause_capital: "缺资金", cause_transport: "交通条件落后", cause_motivation: "自身发展动力不足",
       cause_other: "其他",
+      views_label: "名单", view_risk: "风险名单", view_review: "复核名单",
+      review_list_label: "复核名单", list_enrolment: "纳入复核（预测贫困、未纳入）",
+      list_exit: "退出复核（已纳入、风险持续较低）", list_relapse_watch: "返贫监测关注（返贫风险高）",
+      short_enrolment: "纳入复核", short_exit: "退出复核", short_relapse_watch: "返贫监测关注",
+      review_advice_head: "仅为建议：",
+      review_advice: "系统不会自动将任何农户纳入或移出名单。复核名单供工作人员入户核实，由工作人员决定。",
+      rule_enrolment: "预测为贫困（等级为“贫困”或贫困风险不低于 {min}）且尚未纳入（{statuses}）的农户，按贫困风险从高到低排列。",
+      rule_exit: "已纳入（{statuses}）且近 {months} 个月每次评估的贫困风险均低于 {max}（至少 {n} 次）的农户，"
+        + "按风险从低到高排列。请按退出标准（收入稳定超过标准、“两不愁三保障”）入户核实后再作决定。",
+      rule_relapse_watch: "已脱贫或处于监测线附近、返贫风险高（等级为“高风险”或返贫风险不低于 {min}）的农户，按返贫风险从高到低排列。",
+      review_summary: "{region} · {list}：共 {total} 户（{year} 年数据，{date} 生成）。",
+      review_none: "该地区还没有复核名单（需先运行 tpas roster review）。",
+      review_empty: "本名单没有农户。",
+      review_caption: "{region} {list}，按排名排列",
+      col_status: "建档立卡状态", col_poverty_risk: "贫困风险", col_relapse_risk: "返贫风险", col_why: "列入原因",
+      col_reasons: "主要因素",
+      status_not_registered: "未建档立卡", status_registered_poor: "建档立卡贫困户", status_exited: "已脱贫",
+      status_monitored: "监测对象", status_unknown: "未知", or: "或",
     },
     en: {
       page_title: "TPAS risk list", skip: "Skip to the main content", title: "Household risk list",
@@ -102,6 +120,28 @@
       cause_disaster: "natural disaster", cause_land: "shortage of land", cause_water: "shortage of water",
       cause_skills: "lack of skills", cause_labour: "shortage of labour", cause_capital: "shortage of capital",
       cause_transport: "poor transport", cause_motivation: "lack of self-motivation", cause_other: "other",
+      views_label: "Lists", view_risk: "Risk list", view_review: "Review lists",
+      review_list_label: "Review list", list_enrolment: "Enrolment review (predicted poor, not enrolled)",
+      list_exit: "Exit review (enrolled, low and stable risk)", list_relapse_watch: "Relapse watch (high relapse risk)",
+      short_enrolment: "enrolment review", short_exit: "exit review", short_relapse_watch: "relapse watch",
+      review_advice_head: "Recommendations only: ",
+      review_advice: "no household enters or leaves the registry automatically. The review lists are for "
+        + "officials to check with a visit; officials decide.",
+      rule_enrolment: "Households predicted poor (tier impoverished or poverty risk of at least {min}) and not "
+        + "enrolled ({statuses}), highest poverty risk first.",
+      rule_exit: "Enrolled households ({statuses}) whose every poverty score of the last {months} months was below "
+        + "{max} (at least {n} scores), lowest risk first. Check the exit rules (income stably above the line, the "
+        + "two no-worries and three guarantees) with a visit before deciding.",
+      rule_relapse_watch: "Households that left poverty or are near the line with a high relapse risk (tier high "
+        + "risk or relapse risk of at least {min}), highest relapse risk first.",
+      review_summary: "{region} · {list}: {total} households (data of {year}, made {date}).",
+      review_none: "No review lists for this region yet (run `tpas roster review`).",
+      review_empty: "No household on this list.",
+      review_caption: "{list} of {region}, by rank",
+      col_status: "Registry status", col_poverty_risk: "Poverty risk", col_relapse_risk: "Relapse risk",
+      col_why: "Why listed", col_reasons: "Main reasons",
+      status_not_registered: "not registered", status_registered_poor: "registered poor", status_exited: "exited",
+      status_monitored: "monitored", status_unknown: "unknown", or: "or",
     },
   };
 
@@ -109,6 +149,7 @@
   const state = {
     lang: "zh", key: null, me: null, region: "", task: "poverty", tier: "", village: "", household: "",
     page: 1, pageSize: 20, total: 0, items: [], error: null, retry: null, seq: 0, opener: null, explained: null,
+    view: "risk", review: { list: "enrolment", page: 1, total: 0, items: [], run: null, region: "", seq: 0 },
   };
 
   // -- text -------------------------------------------------------------------------------------------------------
@@ -144,10 +185,13 @@
     sw.textContent = t("lang_switch");
     sw.lang = state.lang === "zh" ? "en" : "zh-CN";
     $("pager").setAttribute("aria-label", t("pages_label"));
+    $("review-pager").setAttribute("aria-label", t("pages_label"));
+    $("views").setAttribute("aria-label", t("views_label"));
     fillTiers();
     fillVillages(state.villages || []);
     renderWho();
     renderList();
+    renderReview();
     renderMessage();
     if ($("reasons").open && state.explained) renderReasons(state.explained);
   }
@@ -254,6 +298,8 @@
     sessionStorage.removeItem(KEY_STORE);
     Object.assign(state, { key: null, me: null, items: [], total: 0, villages: [], household: "" });
     $("rows").replaceChildren();  // nothing of the list stays in the page after signing out
+    $("review-rows").replaceChildren();
+    Object.assign(state.review, { items: [], total: 0, run: null, page: 1 });
     $("household").value = "";
     $("app").hidden = true;
     $("signout").hidden = true;
@@ -305,9 +351,11 @@
     state.village = "";
     state.page = 1;
     $("region").value = region;
+    state.review.page = 1;
     fillVillages([]);
     loadVillages();
-    loadList();
+    if (state.view === "review") loadReview();
+    else loadList();
   }
 
   // -- the list -----------------------------------------------------------------------------------------------------
@@ -417,6 +465,134 @@
     }
   }
 
+  // -- review lists (tpas roster review: recommendations, people decide) ------------------------------------------
+  function setView(view) {
+    state.view = view;
+    $("view-risk").setAttribute("aria-pressed", String(view === "risk"));
+    $("view-review").setAttribute("aria-pressed", String(view === "review"));
+    document.querySelectorAll(".risk-only").forEach((n) => { n.hidden = view !== "risk"; });
+    document.querySelectorAll(".review-only").forEach((n) => { n.hidden = view !== "review"; });
+    clearError();
+    if (view === "review") loadReview();
+    else loadList();
+  }
+
+  async function loadReview() {
+    const r = state.review;
+    const seq = ++r.seq;
+    const box = $("review");
+    box.setAttribute("aria-busy", "true");
+    box.dataset.state = "loading";
+    $("review-summary").textContent = t("loading");
+    try {
+      const res = await api("/review-lists", { region: state.region, list: r.list, page: r.page,
+                                               page_size: state.pageSize });
+      if (seq !== r.seq) return;
+      Object.assign(r, { items: res.items || [], total: res.total || 0, run: res.run, region: res.region,
+                         shown: res.list });
+      clearError();
+      box.dataset.state = "ready";
+    } catch (e) {
+      if (seq !== r.seq) return;
+      Object.assign(r, { items: [], total: 0, run: null });
+      box.dataset.state = "error";
+      showError(e, loadReview);
+    } finally {
+      if (seq === r.seq) box.setAttribute("aria-busy", "false");
+    }
+    renderReview();
+    box.dataset.loads = String((Number(box.dataset.loads) || 0) + 1);  // review lists shown so far
+  }
+
+  function ruleText(list, params) {
+    const p = (params || {})[list] || {};
+    const statuses = (p.statuses || []).map((s) => t("status_" + s)).join(state.lang === "zh" ? "、" : ", ");
+    if (list === "exit") {
+      return t("rule_exit", { statuses, months: p.months, max: pct(p.max_risk || 0), n: p.min_scores });
+    }
+    const min = p.min_risk === null || p.min_risk === undefined ? "—" : pct(p.min_risk);
+    return t("rule_" + list, { statuses, min });
+  }
+
+  function renderReview() {
+    const r = state.review;
+    const box = $("review");
+    const list = r.shown || r.list;
+    const L = (name) => t(name);
+    const zh = state.lang === "zh";
+    $("review-rows").replaceChildren(...(r.items || []).map((it) => {
+      const open = el("button", { type: "button", class: "pid", title: it.household, "data-pid": it.household,
+                                  "aria-label": t("open_reasons", { pid: shortPid(it.household) }),
+                                  text: shortPid(it.household) });
+      open.addEventListener("click", () => openReasons(it.household, open, it));
+      const side = it.list === "exit" ? (it.reasons_down || []) : (it.reasons_up || []);
+      const top = Object.entries(it.causes || {}).filter(([, v]) => (it.list === "exit" ? v < 0 : v > 0))
+        .sort((a, b) => Math.abs(b[1]) - Math.abs(a[1])).slice(0, 3);
+      const risk = (x, tier) => (x === null || x === undefined ? el("span", { text: "—" })
+        : el("span", { class: "risk-tier" }, [el("span", { text: pct(x) }),
+          tier ? el("span", { class: "tier tier-" + tier, text: tierName(tier) }) : null]));
+      return el("tr", { "data-household": it.household, "data-region": it.region_code, "data-rank": it.rank,
+                        "data-list": it.list }, [
+        el("td", { class: "num", "data-label": L("col_rank"), text: String(it.rank) }),
+        el("td", { "data-label": L("col_household") }, open),
+        el("td", { class: "num", "data-label": L("col_village"), text: it.region_code }),
+        el("td", { "data-label": L("col_status"), text: t("status_" + (it.registry_status || "unknown")) }),
+        el("td", { "data-label": L("col_poverty_risk") }, risk(it.poverty_risk, it.poverty_tier)),
+        el("td", { "data-label": L("col_relapse_risk") }, risk(it.relapse_risk, it.relapse_tier)),
+        el("td", { class: "why", "data-label": L("col_why"), text: (zh ? it.why_zh : it.why_en) || "—" }),
+        el("td", { class: "reason", "data-label": L("col_reasons") }, el("div", {}, [
+          el("span", { class: "chips" }, top.map(([c]) => el("span", { class: "chip", text: causeName(c) }))),
+          side.length ? el("ul", { class: "sentences " + (it.list === "exit" ? "down" : "up") },
+            side.slice(0, 2).map((x) => el("li", { text: x[zh ? "sentence_zh" : "sentence_en"] })))
+            : el("span", { text: "—" }),
+        ])),
+      ]);
+    }));
+    const ready = box.dataset.state === "ready";
+    const empty = $("review-empty");
+    empty.hidden = !(ready && (r.items || []).length === 0);
+    empty.textContent = r.run ? t("review_empty") : t("review_none");
+    $("review-rule").textContent = r.run ? ruleText(list, r.run.params) : "";
+    $("review-caption").textContent = t("review_caption",
+      { region: r.region || state.region, list: t("short_" + list) });
+    if (ready) {
+      $("review-summary").textContent = r.run ? t("review_summary", {
+        region: r.region, list: t("short_" + list), total: r.total, year: r.run.year,
+        date: String(r.run.created_at || "").slice(0, 16).replace("T", " ") }) : "";
+    } else if (box.dataset.state === "error") {
+      $("review-summary").textContent = "";
+    }
+    const pages = Math.max(1, Math.ceil(r.total / state.pageSize));
+    $("review-page-info").textContent = t("page_info", { page: r.page, pages });
+    $("review-prev").disabled = r.page <= 1;
+    $("review-next").disabled = r.page >= pages;
+    $("review-pager").hidden = !ready || r.total <= state.pageSize;
+    $("review-csv").disabled = !ready || !r.run || r.total === 0;
+  }
+
+  async function downloadReviewCsv() {
+    const btn = $("review-csv");
+    btn.disabled = true;
+    try {
+      const res = await api("/review-lists", { region: state.region, list: state.review.list, format: "csv" }, "blob");
+      const blob = await res.blob();
+      const m = /filename="?([^";]+)"?/.exec(res.headers.get("content-disposition") || "");
+      const name = m ? m[1] : "review-" + state.review.list + "-" + state.region + ".csv";
+      const href = URL.createObjectURL(blob);
+      const a = el("a", { href, download: name });
+      document.body.append(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(href), 10000);
+      clearError();
+      $("review-summary").textContent = t("csv_done", { name });
+    } catch (e) {
+      showError(e, downloadReviewCsv);
+    } finally {
+      btn.disabled = false;
+    }
+  }
+
   // -- a household's reasons ---------------------------------------------------------------------------------------
   async function openReasons(pid, opener, item) {
     const dlg = $("reasons");
@@ -445,7 +621,9 @@
 
   function renderReasons(res) {
     $("reasons-household").textContent = t("household", { pid: res.household, village: res.region_code });
-    const scores = [...(res.scores || [])].sort((a, b) => (a.task === state.task ? -1 : b.task === state.task ? 1 : 0));
+    const first = state.view !== "review" ? state.task
+      : state.review.list === "relapse_watch" ? "relapse" : "poverty";  // the list's own task first
+    const scores = [...(res.scores || [])].sort((a, b) => (a.task === first ? -1 : b.task === first ? 1 : 0));
     $("reasons-body").replaceChildren(...scores.map(renderScore));
   }
 
@@ -559,6 +737,18 @@
     $("prev").addEventListener("click", () => { if (state.page > 1) { state.page -= 1; loadList(); } });
     $("next").addEventListener("click", () => { state.page += 1; loadList(); });
     $("csv").addEventListener("click", downloadCsv);
+    $("view-risk").addEventListener("click", () => { if (state.view !== "risk") setView("risk"); });
+    $("view-review").addEventListener("click", () => { if (state.view !== "review") setView("review"); });
+    $("review-list").addEventListener("change", (ev) => {
+      state.review.list = ev.target.value;
+      state.review.page = 1;
+      loadReview();
+    });
+    $("review-prev").addEventListener("click", () => {
+      if (state.review.page > 1) { state.review.page -= 1; loadReview(); }
+    });
+    $("review-next").addEventListener("click", () => { state.review.page += 1; loadReview(); });
+    $("review-csv").addEventListener("click", downloadReviewCsv);
     $("retry").addEventListener("click", () => { if (state.retry) state.retry(); });
     $("reasons-close").addEventListener("click", () => $("reasons").close());
     $("reasons").addEventListener("close", () => {

@@ -362,3 +362,119 @@ def test_phone_viewport_is_readable(open_page, keys, live_scored, artifacts):
     page.screenshot(path=str(artifacts / "officials-phone-reasons.png"))
     assert page.evaluate(overflow) <= 0
     assert w.unexpected_errors() == [], w.errors
+
+
+# -- review lists (tpas roster review) ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def review_run(live_scored):
+    """The review lists of the scored panel: one `tpas roster review` run over every region, into the store the
+    live server reads."""
+    from monitoring import roster
+    from serving.store import InferenceStore
+    from tpas.config import get_params
+    from tpas.settings import get_settings
+
+    store = InferenceStore()
+    try:
+        store.migrate()
+        year = max(x["year"] for x in live_scored)
+        return roster.review(store, year, None, get_params(str(get_settings().params_path)).roster)
+    finally:
+        store.close()
+
+
+def review_loads(page) -> int:
+    return int(page.locator("#review").get_attribute("data-loads") or 0)
+
+
+def after_review_load(page, before: int) -> None:
+    page.wait_for_function("n => Number(document.getElementById('review').dataset.loads || 0) > n", arg=before)
+
+
+def review_rows(page) -> list[dict]:
+    return page.eval_on_selector_all("#review-rows tr", """trs => trs.map(tr => ({pid: tr.dataset.household,
+        region: tr.dataset.region, rank: Number(tr.dataset.rank), list: tr.dataset.list,
+        why: tr.querySelector('td.why').innerText, sentences: tr.querySelectorAll('td.reason li').length}))""")
+
+
+def test_review_lists_show_with_reasons(open_page, keys, api, review_run, artifacts):
+    w = open_page()
+    page = w.page
+    sign_in(page, keys["official"])
+    before = review_loads(page)
+    page.locator("#view-review").click()
+    after_review_load(page, before)
+    expect(page.locator("#results")).to_be_hidden()
+    expect(page.locator("#review")).to_be_visible()
+    # recommendations only, said on the page
+    expect(page.locator("#review p.advice")).to_contain_text("系统不会自动将任何农户纳入或移出名单")
+    seen_rows = seen_empty = 0
+    for kind in ("enrolment", "exit", "relapse_watch"):
+        if kind != "enrolment":
+            before = review_loads(page)
+            page.select_option("#review-list", kind)
+            after_review_load(page, before)
+        truth = api("/review-lists", region=COUNTY, list=kind, page_size=20)
+        assert truth["run"]["run_id"] == review_run.run_id
+        shown = review_rows(page)
+        assert [r["pid"] for r in shown] == [x["household"] for x in truth["items"]], kind
+        assert [r["rank"] for r in shown] == [x["rank"] for x in truth["items"]]
+        assert all(r["region"].startswith(COUNTY) and r["list"] == kind for r in shown)
+        expect(page.locator("#review-rule")).not_to_be_empty()
+        if truth["items"]:
+            seen_rows += 1
+            expect(page.locator("#review-summary")).to_contain_text(str(truth["total"]))
+            assert [r["why"] for r in shown] == [x["why_zh"] for x in truth["items"]]  # why listed, in Chinese
+            assert all(r["sentences"] > 0 for r in shown)  # the stored reasons, in sentences
+            if kind == "enrolment":
+                page.screenshot(path=str(artifacts / "officials-review-enrolment.png"), full_page=True)
+                page.locator("#review-rows tr button.pid").first.click()  # the household's full reasons
+                expect(page.locator("#reasons")).to_have_attribute("data-state", "ready")
+                assert page.locator("#reasons section[data-task=poverty] ul.sentences li").count() > 0
+                page.keyboard.press("Escape")
+        else:
+            seen_empty += 1
+            expect(page.locator("#review-empty")).to_be_visible()
+    assert seen_rows >= 2  # enrolment and relapse watch have households in the county
+    # English, and region limits in words
+    page.get_by_role("button", name="English").click()
+    expect(page.locator("#review p.advice")).to_contain_text("no household enters or leaves the registry automatically")
+    expect(page.locator("#review-rule")).to_contain_text("relapse")
+    before = review_loads(page)
+    page.locator("#region").fill("430122")
+    page.locator("#region").press("Enter")
+    after_review_load(page, before)
+    expect(page.locator("#message")).to_have_attribute("data-status", "403")
+    assert review_rows(page) == []
+    before = review_loads(page)
+    page.locator("#region").fill(COUNTY)
+    page.locator("#region").press("Enter")
+    after_review_load(page, before)
+    expect(page.locator("#message")).to_be_hidden()
+    assert review_rows(page)
+    page.screenshot(path=str(artifacts / "officials-review-en.png"), full_page=True)
+    # back to the risk list of the same region
+    before = loads(page)
+    page.locator("#view-risk").click()
+    after_load(page, before)
+    expect(page.locator("#review")).to_be_hidden()
+    assert rows(page) and all(r["region"].startswith(COUNTY) for r in rows(page))
+    assert w.unexpected_errors(403) == [], w.errors
+
+
+def test_review_lists_fit_a_phone(open_page, keys, review_run, artifacts):
+    w = open_page(390, 844, is_mobile=True, has_touch=True, device_scale_factor=2)
+    page = w.page
+    sign_in(page, keys["official"])
+    before = review_loads(page)
+    page.locator("#view-review").click()
+    after_review_load(page, before)
+    first = page.locator("#review-rows tr").first
+    expect(first).to_be_visible()
+    overflow = "Math.max(document.documentElement.scrollWidth, document.body.scrollWidth) - window.innerWidth"
+    assert page.evaluate(overflow) <= 0
+    card = first.bounding_box()
+    assert card["x"] >= 0 and card["x"] + card["width"] <= 390
+    first.scroll_into_view_if_needed()
+    page.screenshot(path=str(artifacts / "officials-phone-review.png"))
+    assert w.unexpected_errors() == [], w.errors

@@ -28,7 +28,7 @@ def test_migrations_create_the_schema_from_empty_and_rerun(db_url, spool_dir, tm
         assert store.current_revision() is None
         store.migrate()
         store.migrate()  # re-runnable
-        assert store.current_revision() == "0001"
+        assert store.current_revision() == "0002"
         insp = sa.inspect(store.engine)
         assert TABLES <= set(insp.get_table_names())
         assert {"ix_scores_household_task_time", "ix_scores_task_region_risk"} <= {
