@@ -22,7 +22,7 @@ import pandas as pd
 
 from features.labels import relapse_eligible
 from features.records import HouseholdRecords
-from models.explain import main_causes_text, probability_scale, reason_codes
+from models.explain import ContributionCache, main_causes_text, probability_scale, reason_codes
 from tpas.config import LinesParams
 
 TIER_LABELS = {
@@ -95,9 +95,16 @@ class RiskModel:
         tier = np.where(score < low, labels[0], np.where(score > high, labels[2], labels[1]))
         return score, tier
 
-    def explain(self, X: pd.DataFrame, risk: np.ndarray | None = None, top_k: int = 5) -> list[dict]:
-        """Reason codes per row of X (binary tasks)."""
-        contrib = self.estimator.contributions(X)
+    def contributions(self, X: pd.DataFrame, cache: ContributionCache | None = None) -> np.ndarray:
+        """The estimator's margin contributions (n, p + 1); with a `cache`, unchanged rows are not recomputed."""
+        if cache is None:
+            return self.estimator.contributions(X)
+        return cache.contributions(self.estimator, X)
+
+    def explain(self, X: pd.DataFrame, risk: np.ndarray | None = None, top_k: int = 5,
+                cache: ContributionCache | None = None) -> list[dict]:
+        """Reason codes per row of X (binary tasks); `cache`: see `contributions`."""
+        contrib = self.contributions(X, cache)
         margin = contrib.sum(axis=1)
         if risk is None:
             risk = self.risk_from_margin(margin)
@@ -105,9 +112,20 @@ class RiskModel:
         prob = probability_scale(contrib[:, :-1], margin, risk, base_risk)
         return reason_codes(prob, X, self.feature_info, self.binary_features, top_k=top_k)
 
-    def predict(self, records, year: int | None = None, explain: bool = True, top_k: int = 5) -> pd.DataFrame:
+    def predict(self, records, year: int | None = None, explain: bool = True, top_k: int = 5,
+                cache: ContributionCache | None = None) -> pd.DataFrame:
         """Score records: one row per household (latest wave unless `year`), see module docstring."""
         X = self.select_waves(self.features(records), year)
+        out = self.score_features(X, explain=explain, top_k=top_k, cache=cache)
+        if self.task == "relapse":  # right after the tier, as before score_features existed
+            keys = X.index.to_frame(index=False)
+            out.insert(out.columns.get_loc("tier") + 1, "eligible", self._eligible(records, keys))
+        return out
+
+    def score_features(self, X: pd.DataFrame, explain: bool = True, top_k: int = 5,
+                       cache: ContributionCache | None = None) -> pd.DataFrame:
+        """`predict` after featurizing: risk, score, tier and (if `explain`) reasons for feature rows X
+        indexed by (household_id, year); `idb-level`: the level probabilities. No `eligible` column."""
         if self.task == "idb-level":
             p = self.predict_risk(X)
             out = pd.DataFrame({"household_id": X.index.to_numpy()})
@@ -120,10 +138,8 @@ class RiskModel:
         keys = X.index.to_frame(index=False)
         out = pd.DataFrame({"household_id": keys["household_id"].to_numpy(), "year": keys["year"].to_numpy(),
                             "risk": risk, "score": score, "tier": tier})
-        if self.task == "relapse":
-            out["eligible"] = self._eligible(records, keys)
         if explain:
-            reasons = self.explain(X, risk, top_k=top_k)
+            reasons = self.explain(X, risk, top_k=top_k, cache=cache)
             texts = [main_causes_text(r["causes"]) for r in reasons]
             out["main_causes_en"] = [t[0] for t in texts]
             out["main_causes_zh"] = [t[1] for t in texts]

@@ -8,7 +8,8 @@ household) and offers:
   ``(n,)`` — or ``(n, k)`` for the multiclass `idb-level` LightGBM;
 - ``contributions(X)``: additive per-feature contributions, shape ``(n, p + 1)`` whose last
   column is the base value, so that ``contributions(X).sum(axis=1) == margin(X)`` (exactly
-  for TreeSHAP and the linear model; by construction for the scorecard and rules).
+  for TreeSHAP and the linear model; by construction for the scorecard and rules). LightGBM's
+  TreeSHAP comes from `models.treeshap` (binary) or LightGBM's ``pred_contrib`` (multiclass).
 
 Kinds: ``lightgbm`` (the model), ``pmt`` (proxy means test: regularised logistic regression
 on the same features), ``scorecard`` (Guizhou-style points, `models/scorecard.yaml`) and
@@ -32,7 +33,16 @@ SCORECARD_FILE = Path(__file__).with_name("scorecard.yaml")
 
 
 class LightGBMRisk:
-    """LightGBM on the featurizer's columns; TreeSHAP contributions from `pred_contrib`."""
+    """LightGBM on the featurizer's columns; exact TreeSHAP contributions.
+
+    Binary models explain with `models.treeshap.TreeShap` (the same values as LightGBM's
+    ``pred_contrib``, 15-40x faster; built on first use, kept on the instance, never pickled);
+    ``contributions(X, method="pred_contrib")`` asks LightGBM itself. Multiclass always uses
+    ``pred_contrib``.
+    """
+
+    #: Threads of the TreeSHAP kernel (LightGBM's own predictions keep their defaults).
+    explain_threads = 2
 
     kind = "lightgbm"
 
@@ -77,11 +87,52 @@ class LightGBMRisk:
     def margin(self, X: pd.DataFrame) -> np.ndarray:
         return self.booster_.predict(self._matrix(X), raw_score=True)
 
-    def contributions(self, X: pd.DataFrame) -> np.ndarray:
+    def contributions(self, X: pd.DataFrame, method: str = "auto") -> np.ndarray:
+        """TreeSHAP values, shape (n, p + 1) (multiclass: (n, k, p + 1)), last column the base value.
+
+        method: ``auto`` (`treeshap` for binary models, else `pred_contrib`), ``treeshap``
+        (`models.treeshap`, binary only) or ``pred_contrib`` (LightGBM's own). Both give the same
+        values (within 1e-9; tests/model/test_treeshap.py).
+        """
+        if method not in ("auto", "treeshap", "pred_contrib"):
+            raise ValueError(f"unknown contributions method {method!r} (auto, treeshap or pred_contrib)")
+        if method == "auto":
+            method = "treeshap" if self.n_classes == 2 else "pred_contrib"
+        if method == "treeshap":
+            if self.n_classes != 2:
+                raise ValueError("models.treeshap explains binary models only; use method='pred_contrib'")
+            return self.treeshap().contributions(self._matrix(X))
         contrib = self.booster_.predict(self._matrix(X), pred_contrib=True)
         if self.n_classes > 2:  # (n, k*(p+1)) -> (n, k, p+1)
             return np.asarray(contrib).reshape(len(X), self.n_classes, -1)
         return np.asarray(contrib)
+
+    def treeshap(self):
+        """The booster's `models.treeshap.TreeShap` (built once, tables on first use; not pickled)."""
+        cached = self.__dict__.get("_treeshap")
+        if cached is None or cached[0] is not self.booster_:
+            from models.treeshap import TreeShap
+
+            cached = (self.booster_, TreeShap(self.booster_, num_threads=self.explain_threads))
+            self.__dict__["_treeshap"] = cached
+        return cached[1]
+
+    def fingerprint(self) -> str:
+        """A stable identity of the fitted model (SHA-256 of the booster's model text), for caches."""
+        cached = self.__dict__.get("_fingerprint")
+        if cached is None or cached[0] is not self.booster_:
+            import hashlib
+
+            digest = hashlib.sha256(self.booster_.model_to_string().encode()).hexdigest()
+            cached = (self.booster_, digest)
+            self.__dict__["_fingerprint"] = cached
+        return cached[1]
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_treeshap", None)  # rebuilt from the booster after loading
+        state.pop("_fingerprint", None)
+        return state
 
 
 class ProxyMeansTest:
