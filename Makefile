@@ -47,8 +47,12 @@ test: setup system ## Run the whole test suite
 test-fast: setup ## Run the tests not marked slow
 	$(BIN)/python -m pytest -m "not slow"
 
-bench: setup ## Run the benchmarks in bench/ (big data; minutes)
+bench: setup ## Run the benchmarks in bench/ at their short sizes (full sizes: see README)
 	$(BIN)/python bench/features_bench.py
+	$(BIN)/python bench/models_bench.py --quick
+	$(BIN)/python bench/serving_bench.py --quick
+	$(BIN)/python bench/batch_bench.py --quick
+	$(BIN)/python bench/monitoring_bench.py --quick
 
 lock: ## Re-resolve requirements.in into requirements.lock
 	@test -x $(BIN)/uv || { $(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install -q "uv==$(UV_VERSION)"; }

@@ -100,9 +100,15 @@ def _finite(v: float) -> float | None:
 class Scorer:
     """Scores request households with loaded champion models (see module docstring)."""
 
-    def __init__(self, models: dict[str, LoadedModel], top_k: int = 5, pseudonymize=None):
+    def __init__(self, models: dict[str, LoadedModel], top_k: int = 5, pseudonymize=None,
+                 cache_rows: int = 200_000):
+        from models.explain import ContributionCache
+
         self.models = models
         self.top_k = top_k
+        #: One contribution cache per served model: a household whose record has not changed since it was
+        #: last scored is explained without recomputing its TreeSHAP values.
+        self.caches = {task: ContributionCache(cache_rows) for task in models}
         if pseudonymize is None:
             from serving.pseudonym import pseudonymize
         self.pseudonymize = pseudonymize
@@ -223,7 +229,7 @@ class Scorer:
         X = model.select_waves(model.features(records))
         risk = model.predict_risk(X)
         score, tier = model.score_and_tier(risk)
-        reasons, contrib = model.explain_detail(X, risk, top_k=self.top_k)
+        reasons, contrib = model.explain_detail(X, risk, top_k=self.top_k, cache=self.caches.get(lm.task))
         keys = X.index.to_frame(index=False)
         eligible = model._eligible(records, keys) if model.task == "relapse" else np.ones(len(X), bool)
         names = list(X.columns)

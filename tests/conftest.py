@@ -84,3 +84,89 @@ def survey_path() -> Path:
         pytest.skip("the IDB survey is not beside the checkout (../shared/data/idb-costa-rica/survey.csv); "
                     "set TPAS_IDB_SURVEY to run the real-data tests")
     return path
+
+
+@pytest.fixture(scope="session")
+def champions(training_sets, params, tpas_env):
+    """LightGBM champions of both tasks in the session registry (gate relaxed: 1,200 households)."""
+    from training import commands, tracking
+
+    relaxed = params.model_copy(update={"gate": {t: g.model_copy(update={"min_auc": 0.5, "max_ece": 1.0})
+                                                 for t, g in params.gate.items()}})
+    versions = {}
+    for task in ("poverty", "relapse"):
+        uri = commands.train(task, training_sets[task], "lightgbm", params)[-1].split()[-1]
+        versions[task] = uri.rsplit("/", 1)[1]
+        tracking.promote(task, versions[task], relaxed)
+    return versions
+
+
+def pin_champions(versions: dict[str, str]) -> None:
+    """Point the `champion` aliases back at these versions (model tests promote others in between)."""
+    from mlflow import MlflowClient
+
+    from training.tracking import CHAMPION, configure, model_name
+
+    configure()
+    client = MlflowClient()
+    for task, version in versions.items():
+        client.set_registered_model_alias(model_name(task), CHAMPION, version)
+
+
+@pytest.fixture
+def pinned_champions(champions):
+    """`champions`, with the aliases pointing at them for this test."""
+    pin_champions(champions)
+    return champions
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def live_server(champions, tpas_env, tmp_path_factory):
+    """`tpas serve` in its own process on a free loopback port (the real BentoML server); yields its URL."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import httpx
+
+    pin_champions(champions)
+    port = _free_port()
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    tpas = Path(sys.executable).with_name("tpas")
+    env = {**os.environ, "TPAS_DATA_DIR": str(tpas_env), "BENTOML_HOME": str(tpas_env / "bentoml")}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen([str(tpas), "serve", "--port", str(port)], stdout=fh, stderr=subprocess.STDOUT,
+                                env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"tpas serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"tpas serve did not become ready in 120 s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)

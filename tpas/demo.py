@@ -44,23 +44,23 @@ def run_demo(out: Path | None = None) -> None:
     out.mkdir(parents=True)
     t0 = time.perf_counter()
 
-    typer.secho("1/6 generating a synthetic registry panel", bold=True)
+    typer.secho("1/9 generating a synthetic registry panel", bold=True)
     panel = out / "panel"
     manifest = generate_panel(panel, households=params.demo.households, years=params.demo.years.years,
                               seed=params.demo.seed, params=params, progress=False)
     typer.echo(f"    {_panel_line(manifest)} -> {panel}")
 
-    typer.secho("2/6 validating the panel against the canonical schema", bold=True)
+    typer.secho("2/9 validating the panel against the canonical schema", bold=True)
     records, report = load_registry(panel, rejects_path=out / "panel.rejects.csv")
     typer.echo("    " + report.summary().replace("\n", "\n    "))
 
     last = max(records.years)
-    typer.secho(f"3/6 exporting wave {last} as a registry system would (CSV)", bold=True)
+    typer.secho(f"3/9 exporting wave {last} as a registry system would (CSV)", bold=True)
     export = write_registry_export(records.select_years(first=last), out / f"export-{last}", fmt="csv")
     _, export_report = load_registry(export)
     typer.echo(f"    {export} re-read: " + "; ".join(t.line() for t in export_report.tables))
 
-    typer.secho("4/6 building training sets", bold=True)
+    typer.secho("4/9 building training sets", bold=True)
     for task in ("poverty", "relapse"):
         m = build_training_set(task, panel, out / "training" / task, params)
         typer.echo("    " + _training_set_line(m, out / "training" / task))
@@ -70,7 +70,7 @@ def run_demo(out: Path | None = None) -> None:
     else:
         m = build_training_set("idb-level", survey, out / "training" / "idb-level", params)
         typer.echo("    " + _training_set_line(m, out / "training" / "idb-level"))
-    typer.secho("5/6 training LightGBM and the baselines, logging to MLflow, promoting through the gate",
+    typer.secho("5/9 training LightGBM and the baselines, logging to MLflow, promoting through the gate",
                 bold=True)
     from training.commands import compare, predict, train
     from training.tracking import GateFailed
@@ -89,12 +89,109 @@ def run_demo(out: Path | None = None) -> None:
             table = compare(task)[["model", "auc", "exclusion_err", "calib_err", "train_s"]]
             typer.echo("    " + table.to_string(index=False).replace("\n", "\n    "))
 
-    typer.secho(f"6/6 scoring wave {last} with the champions", bold=True)
+    typer.secho(f"6/9 scoring wave {last} with the champions", bold=True)
     for task in ("poverty", "relapse"):
         try:
             for line in predict(task, None, panel, out / "scores" / f"{task}-{last}.csv", year=last)[1:]:
                 typer.echo("    " + line)
         except Exception as exc:  # no champion (gate refused): say so, keep the demo going
             typer.secho(f"    {task}: not scored ({exc})", fg=typer.colors.YELLOW)
+    where = _serve_monitor_review(out, records, last, settings)
+    typer.secho("where to look", bold=True)
     typer.echo(f"    MLflow UI: mlflow ui --backend-store-uri {settings.tracking_uri}")
+    for line in where:
+        typer.echo("    " + line)
     typer.secho(f"demo finished in {time.perf_counter() - t0:.0f} s; everything is under {out}", fg=typer.colors.GREEN)
+
+
+def _run_tpas(*args: str) -> int:
+    """Run a `tpas` command in its own process (its output goes to ours); returns the exit code."""
+    import subprocess
+    import sys
+
+    return subprocess.run([str(Path(sys.executable).with_name("tpas")), *args]).returncode
+
+
+def _serve_monitor_review(out: Path, records, last: int, settings) -> list[str]:
+    """Steps 7-9: serve the champions, score the latest wave through the API, simulate the next waves,
+    monitor them, write the review lists. Returns the lines saying where to look."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    from serving.auth import create_key
+    from serving.payload import batches, records_to_payload
+    from serving.store import InferenceStore
+    from training.tracking import resolve_version
+
+    missing = [t for t in ("poverty", "relapse") if resolve_version(t) is None]
+    if missing:
+        typer.secho(f"7/9 skipped: no champion for {', '.join(missing)} (the gate refused it), so no service",
+                    fg=typer.colors.YELLOW)
+        return []
+    store = InferenceStore()
+    store.migrate()
+    registry_key = create_key(store, "registry", label="demo registry")[1]
+    county = str(records.households["village_code"].iloc[0])[:6]
+    official_key = create_key(store, "official", region_code=county, label="demo official")[1]
+    store.close()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    typer.secho(f"7/9 starting the scoring service on {url} and scoring wave {last} through POST /score", bold=True)
+    log = open(out / "service.log", "wb")
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("tpas")), "serve", "--port", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the service stopped (exit {proc.returncode}); see {out / 'service.log'}")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the service was not ready in 180 s; see {out / 'service.log'}")
+            time.sleep(0.5)
+        t0 = time.perf_counter()
+        scored = rejected = 0
+        payload = records_to_payload(records, year=last, max_previous=3)
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {registry_key}"}, timeout=300) as c:
+            for batch in batches(payload, 500):
+                r = c.post("/score", json={"households": batch})
+                body = r.json()
+                scored += body.get("scored", 0)
+                rejected += body.get("rejected", 0)
+        typer.echo(f"    {scored:,} households scored, {rejected:,} rejected, in {time.perf_counter() - t0:.1f} s "
+                   f"(every score recorded in the inference store with a pseudonymous id)")
+        typer.secho("8/9 simulating the next wave (steady, then a shock) through the service and monitoring it",
+                    bold=True)
+        _run_tpas("monitor", "simulate", "--scenario", "steady", "--url", url, "--key", registry_key)
+        code = _run_tpas("monitor", "run")
+        typer.echo(f"    monitor run after the steady wave: exit {code} ({'no alert' if code == 0 else 'ALERT'})")
+        _run_tpas("monitor", "simulate", "--scenario", "shock", "--url", url, "--key", registry_key)
+        code = _run_tpas("monitor", "run")
+        typer.echo(f"    monitor run after the shocked wave: exit {code} ({'no alert' if code == 0 else 'alert raised'})")
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+    typer.secho(f"9/9 review lists for wave {last + 1} (recommendations: people decide)", bold=True)
+    _run_tpas("roster", "review", "--year", str(last + 1))
+    reports = settings.data_dir / "monitoring" / "reports"
+    return [
+        f"officials' page: `make serve`, then http://127.0.0.1:3000/officials with the demo official key "
+        f"(county {county}): {official_key}",
+        f"Evidently reports: {reports} (history: evidently ui --workspace {settings.data_dir / 'monitoring' / 'workspace'})",
+        f"alerts: {settings.data_dir / 'monitoring' / 'alerts'}; review lists: {settings.data_dir / 'roster'}",
+    ]

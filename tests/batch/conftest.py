@@ -8,20 +8,9 @@ import pandas as pd
 import pytest
 
 
-@pytest.fixture(scope="session")
-def champions(training_sets, params, tpas_env):
-    """LightGBM champions of both tasks in the session registry (gate relaxed: 1,200 households);
-    the same as tests/service/conftest.py's fixture."""
-    from training import commands, tracking
-
-    relaxed = params.model_copy(update={"gate": {t: g.model_copy(update={"min_auc": 0.5, "max_ece": 1.0})
-                                                 for t, g in params.gate.items()}})
-    versions = {}
-    for task in ("poverty", "relapse"):
-        uri = commands.train(task, training_sets[task], "lightgbm", params)[-1].split()[-1]
-        versions[task] = uri.rsplit("/", 1)[1]
-        tracking.promote(task, versions[task], relaxed)
-    return versions
+@pytest.fixture(autouse=True)
+def _champions_pinned(pinned_champions):
+    """Every batch test runs with the session champions as the `champion` aliases."""
 
 
 def warm_workers(client, wait: bool = True) -> list:
@@ -58,8 +47,10 @@ def sort_scores(frame: pd.DataFrame) -> pd.DataFrame:
 @pytest.fixture(scope="session")
 def reference(small_panel, champions, tmp_path_factory):
     """`training.commands.predict` of each champion on the small panel (latest waves): scores and rejects."""
+    from tests.conftest import pin_champions
     from training import commands
 
+    pin_champions(champions)
     out = tmp_path_factory.mktemp("predict")
     refs = {}
     for task in ("poverty", "relapse"):

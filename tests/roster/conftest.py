@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.service.conftest import champions, live_server  # noqa: F401  (session fixtures, reused)
 from tests.serving.conftest import backend, db_url, pg_database, spool_dir  # noqa: F401
 
 

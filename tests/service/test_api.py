@@ -251,3 +251,18 @@ def test_database_down_reads_answer_503(service_app, keys, monkeypatch):
     monkeypatch.setattr(_state["store"], "latest_scores", down)
     r = service_app.get("/risk-list?region=430121", headers=bearer(keys["official"]))
     assert r.status_code == 503 and "retry" in r.json()["error"]
+
+
+def test_unchanged_households_are_explained_from_the_cache(pinned_champions, panel_payload):
+    from pydantic import TypeAdapter
+
+    from serving.schemas import LenientHousehold
+    from serving.scoring import Scorer, load_champions
+
+    scorer = Scorer(load_champions())
+    items = TypeAdapter(list[LenientHousehold]).validate_python(panel_payload[:30])
+    first = scorer.score(items)
+    assert scorer.caches["poverty"].hits == 0 and scorer.caches["poverty"].misses == 30
+    again = scorer.score(items)
+    assert scorer.caches["poverty"].hits == 30
+    assert [r["poverty"] for r in again.results] == [r["poverty"] for r in first.results]
