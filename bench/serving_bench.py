@@ -19,10 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -35,14 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def payload(n: int, seed: int = 5) -> list[dict]:
-    """`n` households of the demo panel (latest wave, with earlier waves) as API records."""
+    """`n` households of the demo panel (latest wave, with the earlier waves the relapse model reads)."""
     from features.sources.registry import load_registry
     from serving.payload import records_to_payload
     from tpas.settings import get_settings
@@ -52,26 +43,11 @@ def payload(n: int, seed: int = 5) -> list[dict]:
         sys.exit(f"no demo panel at {panel}: run `make demo` first (or set TPAS_DATA_DIR)")
     records, _ = load_registry(panel)
     ids = records.households["household_id"].drop_duplicates().sample(frac=1, random_state=seed).head(n)
-    return records_to_payload(records.select_households(ids))
+    # earlier waves as a registry sends them: the relapse model reads `features.history_years` of them
+    from tpas.config import get_params
 
-
-def start_server(port: int) -> subprocess.Popen:
-    tpas = Path(sys.executable).with_name("tpas")
-    proc = subprocess.Popen([str(tpas), "serve", "--port", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"tpas serve exited with {proc.returncode} (are champions registered? `make demo`)")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)
-    sys.exit("tpas serve did not become ready in 180 s")
+    history = get_params(str(get_settings().params_path)).features.history_years
+    return records_to_payload(records.select_households(ids), max_previous=history)
 
 
 def load(url: str, key: str, bodies: list[list[dict]], concurrency: int) -> tuple[list[float], float]:
@@ -136,9 +112,12 @@ def main() -> None:
     store = InferenceStore()
     store.migrate()
     key = create_key(store, "registry", label="bench")[1]
-    port = free_port()
-    proc = start_server(port)
-    url = f"http://127.0.0.1:{port}"
+    from serving.launch import ServerFailed, start_server, stop_server
+
+    try:
+        proc, url = start_server(ROOT / "bench" / "out" / "serving-bench-server.log")
+    except ServerFailed as exc:
+        sys.exit(f"{exc}\n(are champions registered? `make demo`)")
     try:
         load(url, key, singles[:20], 1)  # warm up
         rows = []
@@ -153,8 +132,7 @@ def main() -> None:
         rows.append(("/score 100 households, concurrency 2", pct(lat, 50), pct(lat, 99),
                      100 * len(batches) / wall))
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        stop_server(proc)
 
     # the same households in this process, no HTTP and no store
     scorer = Scorer(load_champions())

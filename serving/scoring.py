@@ -93,10 +93,6 @@ def _error(index: int, hid: str | None, path: str, reason: str) -> dict:
     return {"index": index, "household_id": hid, "field": path, "reason": reason}
 
 
-def _finite(v: float) -> float | None:
-    return None if v is None or not np.isfinite(v) else float(v)
-
-
 class Scorer:
     """Scores request households with loaded champion models (see module docstring)."""
 
@@ -153,12 +149,15 @@ class Scorer:
             for j, w in enumerate(item.previous_waves):
                 waves[w.year] = (f"{prefix}.previous_waves[{j}]", w)
             infos[i] = {"household_id": hid, "year": year, "village_code": item.village_code, "waves": waves}
-            for wyear, (_, w) in waves.items():
-                row = w.model_dump(exclude={"members", "previous_waves"})
-                row["household_id"] = hid
-                hh_rows.append(row)
-                for m in w.members:
-                    mb_rows.append({"household_id": hid, "year": wyear, **m.model_dump()})
+            dumped = item.model_dump()  # one serializer call per household, earlier waves and members included
+            for wave in [dumped, *dumped.pop("previous_waves")]:
+                members = wave.pop("members")
+                wave["household_id"] = hid
+                hh_rows.append(wave)
+                wyear = wave["year"]
+                for m in members:
+                    m["household_id"], m["year"] = hid, wyear
+                    mb_rows.append(m)
         return infos, hh_rows, mb_rows, errors
 
     # -- scoring ---------------------------------------------------------------------------------------------
@@ -234,11 +233,17 @@ class Scorer:
         eligible = model._eligible(records, keys) if model.task == "relapse" else np.ones(len(X), bool)
         names = list(X.columns)
         values = X.to_numpy(dtype=np.float64)
+        finite = np.isfinite(values)
+        values_list = values.tolist()
+        contrib_list = np.round(contrib, 6).tolist()
+        hids = keys["household_id"].tolist()
+        years = keys["year"].astype("int64").tolist()
         out = {}
         for r in range(len(X)):
             rs = reasons[r]
             en, zh = main_causes_text(rs["causes"])
-            contributions = {n: round(float(c), 6) for n, c in zip(names, contrib[r]) if c != 0.0}
+            contributions = {n: c for n, c in zip(names, contrib_list[r]) if c != 0.0}
+            feats = {n: v for n, v, ok in zip(names, values_list[r], finite[r].tolist()) if ok}
             api = {
                 "risk": float(risk[r]), "score": float(score[r]), "tier": str(tier[r]),
                 "eligible": bool(eligible[r]) if model.task == "relapse" else None,
@@ -249,11 +254,11 @@ class Scorer:
             store = {
                 "risk": float(risk[r]), "score": float(score[r]), "tier": str(tier[r]),
                 "eligible": bool(eligible[r]) if model.task == "relapse" else None,
-                "features": {n: _finite(v) for n, v in zip(names, values[r]) if np.isfinite(v)},
+                "features": feats,
                 "contributions": contributions, "reasons": rs,
                 "main_causes_en": en, "main_causes_zh": zh,
                 "model_name": lm.name, "model_version": lm.version,
             }
-            out[(keys["household_id"].iat[r], int(keys["year"].iat[r]))] = {
+            out[(hids[r], years[r])] = {
                 "api": api, "store": store, "eligible": bool(eligible[r])}
         return out

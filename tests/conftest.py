@@ -120,53 +120,19 @@ def pinned_champions(champions):
     return champions
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def live_server(champions, tpas_env, tmp_path_factory):
     """`tpas serve` in its own process on a free loopback port (the real BentoML server); yields its URL."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
-
-    import httpx
+    from serving.launch import ServerFailed, start_server, stop_server
 
     pin_champions(champions)
-    port = _free_port()
-    log = tmp_path_factory.mktemp("server") / "server.log"
-    tpas = Path(sys.executable).with_name("tpas")
     env = {**os.environ, "TPAS_DATA_DIR": str(tpas_env), "BENTOML_HOME": str(tpas_env / "bentoml")}
     env.pop("MLFLOW_TRACKING_URI", None)
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen([str(tpas), "serve", "--port", str(port)], stdout=fh, stderr=subprocess.STDOUT,
-                                env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
     try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"tpas serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"tpas serve did not become ready in 120 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+        proc, url = start_server(tmp_path_factory.mktemp("server") / "server.log", env=env, timeout_s=120)
+    except ServerFailed as exc:
+        pytest.fail(str(exc))
+    try:
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_server(proc)

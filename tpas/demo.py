@@ -115,15 +115,10 @@ def _run_tpas(*args: str) -> int:
 def _serve_monitor_review(out: Path, records, last: int, settings) -> list[str]:
     """Steps 7-9: serve the champions, score the latest wave through the API, simulate the next waves,
     monitor them, write the review lists. Returns the lines saying where to look."""
-    import os
-    import signal
-    import socket
-    import subprocess
-    import sys
-
     import httpx
 
     from serving.auth import create_key
+    from serving.launch import start_server, stop_server
     from serving.payload import batches, records_to_payload
     from serving.store import InferenceStore
     from training.tracking import resolve_version
@@ -139,27 +134,11 @@ def _serve_monitor_review(out: Path, records, last: int, settings) -> list[str]:
     county = str(records.households["village_code"].iloc[0])[:6]
     official_key = create_key(store, "official", region_code=county, label="demo official")[1]
     store.close()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    typer.secho(f"7/9 starting the scoring service on {url} and scoring wave {last} through POST /score", bold=True)
-    log = open(out / "service.log", "wb")
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("tpas")), "serve", "--port", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    typer.secho("7/9 starting the scoring service and scoring wave "
+                f"{last} through POST /score", bold=True)
+    proc, url = start_server(out / "service.log")
+    typer.echo(f"    serving on {url}")
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the service stopped (exit {proc.returncode}); see {out / 'service.log'}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the service was not ready in 180 s; see {out / 'service.log'}")
-            time.sleep(0.5)
         t0 = time.perf_counter()
         scored = rejected = 0
         payload = records_to_payload(records, year=last, max_previous=3)
@@ -180,12 +159,7 @@ def _serve_monitor_review(out: Path, records, last: int, settings) -> list[str]:
         code = _run_tpas("monitor", "run")
         typer.echo(f"    monitor run after the shocked wave: exit {code} ({'no alert' if code == 0 else 'alert raised'})")
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
+        stop_server(proc)
     typer.secho(f"9/9 review lists for wave {last + 1} (recommendations: people decide)", bold=True)
     _run_tpas("roster", "review", "--year", str(last + 1))
     reports = settings.data_dir / "monitoring" / "reports"

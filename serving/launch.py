@@ -1,0 +1,67 @@
+"""Start and stop `tpas serve` in its own process (used by the demo, the tests and the serving bench)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+class ServerFailed(RuntimeError):
+    """The service exited or did not become ready (the message ends with the tail of its log)."""
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(log: Path, port: int | None = None, env: dict | None = None,
+                 timeout_s: float = 180.0) -> tuple[subprocess.Popen, str]:
+    """`tpas serve` on 127.0.0.1:`port` (free one by default), output to `log`; waits for /readyz."""
+    import httpx
+
+    port = port or free_port()
+    tpas = Path(sys.executable).with_name("tpas")
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen([str(tpas), "serve", "--port", str(port)], stdout=fh, stderr=subprocess.STDOUT,
+                                env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None:
+            raise ServerFailed(f"tpas serve exited with {proc.returncode}:\n{_tail(log)}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            stop_server(proc)
+            raise ServerFailed(f"tpas serve was not ready in {timeout_s:.0f} s:\n{_tail(log)}")
+        time.sleep(0.5)
+
+
+def stop_server(proc: subprocess.Popen, timeout_s: float = 30.0) -> None:
+    """SIGTERM the server's process group, SIGKILL if it does not stop in time."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=timeout_s)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=timeout_s)
+
+
+def _tail(log: Path, n: int = 3000) -> str:
+    try:
+        return Path(log).read_text(errors="replace")[-n:]
+    except OSError:
+        return "(no log)"
