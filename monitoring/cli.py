@@ -6,38 +6,17 @@ file is written); 2 a usage error (bad option, no model, nothing in the window),
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from tpas.errors import TpasError
+from tpas.cli_common import friendly as _friendly
+from tpas.cli_common import load_params as _params
 
 monitor_app = typer.Typer(help="Monitoring: drift, data quality, targeting quality (Evidently).", no_args_is_help=True)
 
 TASKS = ("poverty", "relapse")
-
-
-def _friendly(fn):
-    """`TpasError`s as one ``error:`` line and exit code 2 (as tpas.cli does; not imported: it imports us)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except TpasError as exc:
-            typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
-            raise typer.Exit(2) from None
-
-    return wrapper
-
-
-def _params():
-    from tpas.config import get_params
-    from tpas.settings import get_settings
-
-    return get_params(str(get_settings().params_path))
 
 
 def _tasks(task: Optional[str]) -> tuple[str, ...]:

@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from tpas.errors import TpasError
+from tpas.cli_common import friendly as _friendly
+from tpas.cli_common import load_params
 
 roster_app = typer.Typer(help="Dynamic management: enrolment, exit and relapse-watch review lists.",
                          no_args_is_help=True)
-
-
-def _friendly(fn):
-    """`TpasError`s (bad argument, no scores, database unreachable) -> one `error:` line and exit code 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except TpasError as exc:
-            typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
-            raise typer.Exit(2) from None
-
-    return wrapper
 
 
 @roster_app.command("review")
@@ -50,13 +36,12 @@ def review(
     """
     from monitoring import roster
     from serving.store import InferenceStore
-    from tpas.config import get_params
     from tpas.settings import get_settings
 
     region = roster.check_region(region)  # argument errors before the database is opened
     as_of_time = roster.parse_as_of(as_of)
     settings = get_settings()
-    params = get_params(str(settings.params_path)).roster
+    params = load_params().roster
     store = InferenceStore()
     try:
         store.migrate()  # the review tables (revision 0002), if the service has not created them yet

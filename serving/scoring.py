@@ -50,12 +50,12 @@ class LoadedModel:
         return f"{self.name}/{self.version}"
 
 
-def load_champions(tasks: tuple[str, ...] = TASKS, pinned: dict[str, str] | None = None) -> dict[str, LoadedModel]:
-    """Load each task's champion (or the pinned version) from the MLflow registry.
+def champion_versions(tasks: tuple[str, ...] = TASKS, pinned: dict[str, str] | None = None) -> dict[str, str]:
+    """Each task's champion version (or the pinned one) in the MLflow registry, without loading a model.
 
     Raises `NoChampion` naming the command that registers one when a task has none.
     """
-    from training.tracking import load_bundle, model_name, resolve_version
+    from training.tracking import resolve_version
 
     out = {}
     for task in tasks:
@@ -64,11 +64,21 @@ def load_champions(tasks: tuple[str, ...] = TASKS, pinned: dict[str, str] | None
             raise NoChampion(
                 f"no champion model for task '{task}' in the registry: register and promote one with "
                 f"`tpas train --task {task} --promote` (or `tpas promote --task {task} --version V`)")
+        out[task] = str(version)
+    return out
+
+
+def load_champions(tasks: tuple[str, ...] = TASKS, pinned: dict[str, str] | None = None) -> dict[str, LoadedModel]:
+    """Load each task's champion (or the pinned version) from the MLflow registry (see `champion_versions`)."""
+    from training.tracking import load_bundle, model_name
+
+    out = {}
+    for task, version in champion_versions(tasks, pinned).items():
         name = model_name(task)
         model = load_bundle(f"models:/{name}/{version}")
         if model.task != task:
             raise NoChampion(f"models:/{name}/{version} is a {model.task} model, not {task}")
-        out[task] = LoadedModel(task, name, str(version), model)
+        out[task] = LoadedModel(task, name, version, model)
     return out
 
 

@@ -7,7 +7,6 @@ stderr and exit code 2, never a traceback.
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from pathlib import Path
@@ -15,7 +14,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from tpas.errors import TpasError
+from tpas.cli_common import friendly as _friendly
+from tpas.cli_common import load_params as _params
 
 app = typer.Typer(help="TPAS-ML: poverty-risk and relapse targeting.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -33,27 +33,6 @@ keys_app = typer.Typer(help="API keys of the scoring service.", no_args_is_help=
 db_app = typer.Typer(help="The inference store (database of scores, outcomes, API keys).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
-
-
-def _friendly(fn):
-    """Turn `TpasError`s into a one-line message and exit code 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except TpasError as exc:
-            typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
-            raise typer.Exit(2) from None
-
-    return wrapper
-
-
-def _params():
-    from tpas.config import get_params
-    from tpas.settings import get_settings
-
-    return get_params(str(get_settings().params_path))
 
 
 def _years(text: str) -> list[int]:
@@ -327,13 +306,17 @@ def serve(
     """Start the scoring service (BentoML) with the champion model of each task."""
     import os
 
-    from serving.scoring import load_champions
+    from serving.scoring import champion_versions, load_champions
     from tpas.settings import PROJECT_ROOT
+    from training.tracking import model_name
 
-    models = load_champions()  # fails here, with the command that registers one, before BentoML starts
-    typer.echo("serving " + ", ".join(m.label for m in models.values()) + f" on http://{host}:{port}")
     if check:
+        models = load_champions()
+        typer.echo("champions load: " + ", ".join(m.label for m in models.values()))
         return
+    # Fails here, naming the command that registers a champion, before BentoML starts (which loads them).
+    versions = champion_versions()
+    typer.echo("serving " + ", ".join(f"{model_name(t)}/{v}" for t, v in versions.items()) + f" on http://{host}:{port}")
     cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:TPAS", "--host", host, "--port", str(port),
            "--working-dir", str(PROJECT_ROOT)]
     sys.stdout.flush()
@@ -431,16 +414,11 @@ app.add_typer(bento_app, name="bento")
 @_friendly
 def bento_build() -> None:
     """`bentoml build` with the champion versions of today pinned in the Bento (serving/pinned_models.json)."""
-    from serving.scoring import TASKS
+    from serving.scoring import champion_versions
     from serving.service import PINNED_FILE
-    from tpas.errors import DataError
     from tpas.settings import PROJECT_ROOT
-    from training.tracking import resolve_version
 
-    pinned = {task: resolve_version(task) for task in TASKS}
-    missing = [t for t, v in pinned.items() if v is None]
-    if missing:
-        raise DataError(f"no champion for {', '.join(missing)}: run `tpas train --task {missing[0]} --promote` first")
+    pinned = champion_versions()  # NoChampion names the command that registers one
     import bentoml
 
     PINNED_FILE.write_text(json.dumps(pinned, indent=1))
