@@ -441,15 +441,15 @@
     $("pager").hidden = !ready || state.total <= state.pageSize;
   }
 
-  async function downloadCsv() {
-    const btn = $("csv");
+  // Fetch a CSV with the key (a plain link cannot send the header) and save it under the server's file name.
+  async function saveCsv(buttonId, summaryId, path, params, fallbackName, retry) {
+    const btn = $(buttonId);
     btn.disabled = true;
     try {
-      const res = await api("/risk-list", { ...listParams(), format: "csv" }, "blob");
+      const res = await api(path, { ...params, format: "csv" }, "blob");
       const blob = await res.blob();
-      const disp = res.headers.get("content-disposition") || "";
-      const m = /filename="?([^";]+)"?/.exec(disp);
-      const name = m ? m[1] : "risk-" + state.task + "-" + state.region + ".csv";
+      const m = /filename="?([^";]+)"?/.exec(res.headers.get("content-disposition") || "");
+      const name = m ? m[1] : fallbackName;
       const href = URL.createObjectURL(blob);
       const a = el("a", { href, download: name });
       document.body.append(a);
@@ -457,12 +457,17 @@
       a.remove();
       setTimeout(() => URL.revokeObjectURL(href), 10000);
       clearError();
-      $("summary").textContent = t("csv_done", { name });
+      $(summaryId).textContent = t("csv_done", { name });
     } catch (e) {
-      showError(e, downloadCsv);
+      showError(e, retry);
     } finally {
       btn.disabled = false;
     }
+  }
+
+  function downloadCsv() {
+    return saveCsv("csv", "summary", "/risk-list", listParams(),
+                   "risk-" + state.task + "-" + state.region + ".csv", downloadCsv);
   }
 
   // -- review lists (tpas roster review: recommendations, people decide) ------------------------------------------
@@ -570,27 +575,10 @@
     $("review-csv").disabled = !ready || !r.run || r.total === 0;
   }
 
-  async function downloadReviewCsv() {
-    const btn = $("review-csv");
-    btn.disabled = true;
-    try {
-      const res = await api("/review-lists", { region: state.region, list: state.review.list, format: "csv" }, "blob");
-      const blob = await res.blob();
-      const m = /filename="?([^";]+)"?/.exec(res.headers.get("content-disposition") || "");
-      const name = m ? m[1] : "review-" + state.review.list + "-" + state.region + ".csv";
-      const href = URL.createObjectURL(blob);
-      const a = el("a", { href, download: name });
-      document.body.append(a);
-      a.click();
-      a.remove();
-      setTimeout(() => URL.revokeObjectURL(href), 10000);
-      clearError();
-      $("review-summary").textContent = t("csv_done", { name });
-    } catch (e) {
-      showError(e, downloadReviewCsv);
-    } finally {
-      btn.disabled = false;
-    }
+  function downloadReviewCsv() {
+    return saveCsv("review-csv", "review-summary", "/review-lists",
+                   { region: state.region, list: state.review.list },
+                   "review-" + state.review.list + "-" + state.region + ".csv", downloadReviewCsv);
   }
 
   // -- a household's reasons ---------------------------------------------------------------------------------------
