@@ -7,6 +7,7 @@ Everything heavy is built once per test session in a temporary folder; tests tha
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -31,21 +32,31 @@ def params():
     return load_params(PROJECT_ROOT / "params.yaml")
 
 
+@contextmanager
+def data_dir_env(data_dir: Path, unset: tuple[str, ...] = ("MLFLOW_TRACKING_URI",)):
+    """TPAS_DATA_DIR set to `data_dir` (and `unset` removed) inside the block, the environment restored after."""
+    keys = ("TPAS_DATA_DIR", *unset)
+    old = {k: os.environ.get(k) for k in keys}
+    os.environ["TPAS_DATA_DIR"] = str(data_dir)
+    for k in unset:
+        os.environ.pop(k, None)
+    _clear_caches()
+    try:
+        yield data_dir
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        _clear_caches()
+
+
 @pytest.fixture(scope="session")
 def tpas_env(tmp_path_factory):
     """A session-wide data folder (MLflow store, SQLite, training sets) set through the environment."""
-    data_dir = tmp_path_factory.mktemp("tpas-data")
-    old = {k: os.environ.get(k) for k in ("TPAS_DATA_DIR", "MLFLOW_TRACKING_URI")}
-    os.environ["TPAS_DATA_DIR"] = str(data_dir)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    _clear_caches()
-    yield data_dir
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    _clear_caches()
+    with data_dir_env(tmp_path_factory.mktemp("tpas-data")) as data_dir:
+        yield data_dir
 
 
 @pytest.fixture(scope="session")
@@ -69,6 +80,16 @@ def training_sets(small_panel, tpas_env, params) -> dict[str, Path]:
         out[task] = tpas_env / "training" / task
         build_training_set(task, small_panel, out[task], params)
     return out
+
+
+@pytest.fixture(scope="session")
+def panel_payload(small_panel) -> list[dict]:
+    """The small panel as `/score` households (latest wave, earlier waves attached)."""
+    from features.sources.registry import load_registry
+    from serving.payload import records_to_payload
+
+    records, _ = load_registry(small_panel)
+    return records_to_payload(records)
 
 
 def idb_survey() -> Path | None:

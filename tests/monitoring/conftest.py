@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tests.conftest import _clear_caches
+from tests.conftest import data_dir_env
 
 
 def tpas(*args: str):
@@ -33,23 +33,13 @@ def tpas(*args: str):
 @pytest.fixture(scope="package")
 def mon_env(tmp_path_factory, small_panel, params):
     """A data folder of its own (TPAS_DATA_DIR) for the monitoring package, restored afterwards."""
-    data_dir = tmp_path_factory.mktemp("monitoring-data")
-    keys = ("TPAS_DATA_DIR", "MLFLOW_TRACKING_URI", "TPAS_DATABASE_URL")
-    old = {k: os.environ.get(k) for k in keys}
-    os.environ["TPAS_DATA_DIR"] = str(data_dir)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    os.environ.pop("TPAS_DATABASE_URL", None)
-    _clear_caches()
-    yield data_dir
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    _clear_caches()
+    outer = os.environ.get("TPAS_DATA_DIR")
+    with data_dir_env(tmp_path_factory.mktemp("monitoring-data"),
+                      unset=("MLFLOW_TRACKING_URI", "TPAS_DATABASE_URL")) as data_dir:
+        yield data_dir
     from training.tracking import configure
 
-    if old.get("TPAS_DATA_DIR"):
+    if outer:
         configure()  # point MLflow back at the session's store
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from tests.service.conftest import bearer
+from tests.service.conftest import bearer, score_in_batches
 
 YEAR = 2025
 COUNTY = "430121"
@@ -41,23 +41,9 @@ def roster_params(tpas_env):
 
 
 @pytest.fixture(scope="module")
-def panel_payload(small_panel):
-    from features.sources.registry import load_registry
-    from serving.payload import records_to_payload
-
-    records, _ = load_registry(small_panel)
-    return records_to_payload(records)
-
-
-@pytest.fixture(scope="module")
 def scored(client, keys, panel_payload):
     """The small panel scored through /score (its latest wave, 2025)."""
-    out = []
-    for i in range(0, len(panel_payload), 200):
-        r = client.post("/score", json={"households": panel_payload[i:i + 200]}, headers=bearer(keys["registry"]))
-        assert r.status_code == 200, r.text
-        out += r.json()["results"]
-    return out
+    return score_in_batches(client, keys["registry"], panel_payload)
 
 
 def _tier(task: str, risk: float) -> str:

@@ -38,3 +38,13 @@ def keys(service_app):
 
 def bearer(key: str) -> dict:
     return {"Authorization": f"Bearer {key}"}
+
+
+def score_in_batches(client, key: str, households: list[dict], size: int = 200) -> list[dict]:
+    """POST the households to /score in batches (each must answer 200); returns every result."""
+    out = []
+    for i in range(0, len(households), size):
+        r = client.post("/score", json={"households": households[i:i + size]}, headers=bearer(key))
+        assert r.status_code == 200, r.text
+        out += r.json()["results"]
+    return out

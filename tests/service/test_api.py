@@ -9,26 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.sources.registry import load_registry
-from serving.payload import records_to_payload
-from tests.service.conftest import bearer
-
-
-@pytest.fixture(scope="module")
-def panel_payload(small_panel):
-    records, _ = load_registry(small_panel)
-    return records_to_payload(records)
+from tests.service.conftest import bearer, score_in_batches
 
 
 @pytest.fixture(scope="module")
 def scored(service_app, keys, panel_payload):
     """The whole small panel scored through /score in batches of 200 (fills the store for the lists)."""
-    out = []
-    for i in range(0, len(panel_payload), 200):
-        r = service_app.post("/score", json={"households": panel_payload[i:i + 200]}, headers=bearer(keys["registry"]))
-        assert r.status_code == 200, r.text
-        out += r.json()["results"]
-    return out
+    return score_in_batches(service_app, keys["registry"], panel_payload)
 
 
 def test_score_example_from_the_openapi_document_answers_200(service_app, keys, champions):

@@ -18,7 +18,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from tests.service.conftest import bearer
+from tests.service.conftest import bearer, score_in_batches
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -47,29 +47,11 @@ def artifacts() -> Path:
     return out
 
 
-@pytest.fixture(scope="session", autouse=True)  # autouse + session: set up before `live_server` starts
-def panel_payload_later(small_panel, tpas_env):
-    """The small panel as /score households, built in a thread while the server starts (it takes ~20 s)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from features.sources.registry import load_registry
-    from serving.payload import records_to_payload
-
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="panel-payload") as pool:
-        yield pool.submit(lambda: records_to_payload(load_registry(small_panel)[0]))
-
-
 @pytest.fixture(scope="module")
-def live_scored(panel_payload_later, live_server, keys):
+def live_scored(panel_payload, live_server, keys):
     """The small panel scored through /score on the live server (fills the store the page reads)."""
-    payload = panel_payload_later.result(timeout=600)
-    out = []
-    with httpx.Client(base_url=live_server, headers=bearer(keys["registry"]), timeout=120) as client:
-        for i in range(0, len(payload), 200):
-            r = client.post("/score", json={"households": payload[i:i + 200]})
-            assert r.status_code == 200, r.text
-            out += r.json()["results"]
-    return out
+    with httpx.Client(base_url=live_server, timeout=120) as client:
+        return score_in_batches(client, keys["registry"], panel_payload)
 
 
 @pytest.fixture(scope="module")
