@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 
@@ -293,3 +295,25 @@ def test_json_sanitiser():
                      "d": date(2025, 1, 2)}) == {"a": 1.5, "b": None, "3": [2, None, None], "d": "2025-01-02"}
     with pytest.raises(TypeError):
         jsonable(object())
+
+
+def test_json_columns_are_encoded_by_the_sanitiser_rules():
+    import json
+
+    from serving.store import encode_json, jsonable
+
+    value = {"a": np.float64("nan"), "b": np.float32(1.5), "c": np.int64(3), "d": np.bool_(True), "e": -math.inf,
+             "f": [np.array([1.0, np.nan])], 5: "x", "g": pd.NA, "h": Decimal("1.25"), "i": date(2020, 1, 2),
+             "j": (1, 2), "k": np.float64(0.1) + 0.2, "z": "因病致贫"}
+    text = encode_json(value)
+    assert json.loads(text) == jsonable(value)
+    assert "因病致贫" in text  # readable Chinese, not \\u escapes
+    with pytest.raises(TypeError):
+        encode_json({"x": object()})
+
+
+def test_a_row_whose_json_cannot_be_encoded_is_refused_before_the_database(store):
+    row = score_row()
+    row["features"] = {"n_members": object()}
+    with pytest.raises(InvalidRow, match=r"score row 0\.features"):
+        store.record_scores([row])
