@@ -253,3 +253,47 @@ def test_unchanged_households_are_explained_from_the_cache(pinned_champions, pan
     again = scorer.score(items)
     assert scorer.caches["poverty"].hits == 30
     assert [r["poverty"] for r in again.results] == [r["poverty"] for r in first.results]
+
+
+def test_score_answer_is_exactly_the_documented_response_model(service_app, keys, panel_payload):
+    """/score encodes its answer itself (no response-model pass): the bytes must be what `ScoreResponse`
+    would give, with every field and nothing else, valid and invalid households mixed."""
+    import json
+
+    from serving.schemas import ScoreResponse
+
+    bad = copy.deepcopy(panel_payload[3])
+    bad["members"][0]["age"] = -1
+    body = panel_payload[:3] + [bad, 7]
+    r = service_app.post("/score", json={"households": body, "full_contributions": True},
+                         headers=bearer(keys["registry"]))
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
+    sent = json.loads(r.content)
+    assert sent == json.loads(ScoreResponse.model_validate_json(r.content).model_dump_json())
+    assert sent["scored"] == 3 and sent["rejected"] == 2 and len(sent["results"]) == 3
+    assert all(set(h) == {"index", "household_id", "year", "poverty", "relapse"} for h in sent["results"])
+    assert all(h["poverty"]["contributions"] for h in sent["results"])
+    none = service_app.post("/score", json={"households": [bad]}, headers=bearer(keys["registry"]))
+    assert none.status_code == 422
+    assert json.loads(none.content) == json.loads(ScoreResponse.model_validate_json(none.content).model_dump_json())
+
+
+def test_request_records_are_read_exactly_as_model_dump_gives_them(panel_payload):
+    """`Scorer.to_records` reads the validated models' fields directly; it must equal `model_dump`."""
+    from pydantic import TypeAdapter
+
+    from serving.schemas import LenientHousehold, checked
+    from serving.scoring import Scorer
+
+    items = [checked(x) for x in TypeAdapter(list[LenientHousehold]).validate_python(panel_payload[:40])]
+    assert any(item.previous_waves for item in items)
+    _, hh_rows, mb_rows, errors = Scorer({}).to_records(items)
+    assert not errors
+    want_hh, want_mb = [], []
+    for item in items:
+        dumped = item.model_dump()
+        for wave in [dumped, *dumped.pop("previous_waves")]:
+            for m in wave.pop("members"):
+                want_mb.append({**m, "household_id": item.household_id, "year": wave["year"]})
+            want_hh.append({**wave, "household_id": item.household_id})
+    assert hh_rows == want_hh and mb_rows == want_mb
