@@ -94,11 +94,12 @@ def id_key() -> bytes:
         if len(env) < MIN_KEY_CHARS:
             raise ConfigError(f"TPAS_ID_KEY: must be at least {MIN_KEY_CHARS} characters (a long random string)")
         return env.encode("utf-8")
-    path = key_path(settings.data_dir).resolve()
-    cache_key = str(path)
+    path = key_path(settings.data_dir)
+    cache_key = str(path)  # not resolved: resolving the path cost more than the HMAC itself
     key = _file_keys.get(cache_key)
     if key is not None:
         return key
+    path = path.resolve()
     with _lock:
         if cache_key not in _file_keys:
             if not path.exists():

@@ -113,8 +113,8 @@ class Scorer:
         self.models = models
         self.top_k = top_k
         #: One contribution cache per served model: a household whose record has not changed since it was
-        #: last scored is explained without recomputing its TreeSHAP values.
-        self.caches = {task: ContributionCache(cache_rows) for task in models}
+        #: last scored is explained without recomputing its TreeSHAP values (`cache_rows=0`: none).
+        self.caches = {task: ContributionCache(cache_rows) for task in models} if cache_rows > 0 else {}
         if pseudonymize is None:
             from serving.pseudonym import pseudonymize
         self.pseudonymize = pseudonymize
@@ -126,7 +126,7 @@ class Scorer:
     # -- request -> canonical records ----------------------------------------------------------------------
     def to_records(self, items: list[Any]) -> tuple[dict[int, dict], list[dict], list[dict], list[dict]]:
         """Valid items -> (index -> info, household rows, member rows, errors)."""
-        from serving.schemas import InvalidRecord, error_path
+        from serving.schemas import InvalidRecord, checked, error_path
 
         infos: dict[int, dict] = {}
         hh_rows: list[dict] = []
@@ -135,6 +135,7 @@ class Scorer:
         seen: dict[str, int] = {}
         for i, item in enumerate(items):
             prefix = f"households[{i}]"
+            item = checked(item)
             if isinstance(item, InvalidRecord):
                 for e in item.errors:
                     errors.append(_error(i, item.household_id, error_path(prefix, e["loc"]), e["msg"]))
@@ -159,15 +160,19 @@ class Scorer:
             for j, w in enumerate(item.previous_waves):
                 waves[w.year] = (f"{prefix}.previous_waves[{j}]", w)
             infos[i] = {"household_id": hid, "year": year, "village_code": item.village_code, "waves": waves}
-            dumped = item.model_dump()  # one serializer call per household, earlier waves and members included
-            for wave in [dumped, *dumped.pop("previous_waves")]:
-                members = wave.pop("members")
-                wave["household_id"] = hid
-                hh_rows.append(wave)
-                wyear = wave["year"]
+            # The validated models' field values, read directly (the models hold plain str/int/float/bool/None
+            # values and lists of nested models): 5x cheaper than model_dump, and equal to it (tested).
+            for wave in (item, *item.previous_waves):
+                row = dict(wave.__dict__)
+                members = row.pop("members")
+                row.pop("previous_waves", None)
+                row["household_id"] = hid
+                hh_rows.append(row)
+                wyear = row["year"]
                 for m in members:
-                    m["household_id"], m["year"] = hid, wyear
-                    mb_rows.append(m)
+                    mrow = dict(m.__dict__)
+                    mrow["household_id"], mrow["year"] = hid, wyear
+                    mb_rows.append(mrow)
         return infos, hh_rows, mb_rows, errors
 
     # -- scoring ---------------------------------------------------------------------------------------------
@@ -211,7 +216,9 @@ class Scorer:
         for i in sorted(infos):
             info = infos[i]
             hid, year = info["household_id"], info["year"]
-            result: dict[str, Any] = {"index": i, "household_id": hid, "year": year}
+            # every field of `serving.schemas.HouseholdScore`: the service encodes these dicts as they are
+            result: dict[str, Any] = {"index": i, "household_id": hid, "year": year, "poverty": None,
+                                      "relapse": None}
             pid = self.pseudonymize(hid)
             for task, table in per_task.items():
                 row = table.get((hid, year))
