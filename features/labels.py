@@ -41,24 +41,32 @@ def relapse_eligible(records: HouseholdRecords, lines: LinesParams, near_line_mu
 
     Eligible at t: not poor at t, and (registered poor at or before t according to the
     registry, or poor in an earlier wave on record, or income below multiplier x line).
+    Rows in the order of ``records.households``; vectorised (the service calls this per request).
     """
     hh = records.households
-    poor = recorded_poor(hh, lines)
-    frame = pd.DataFrame({"household_id": hh["household_id"].to_numpy(), "year": hh["year"].astype("int64").to_numpy(),
-                          "poor": poor.to_numpy()})
+    year = hh["year"].to_numpy(dtype="int64")
     income = pd.to_numeric(hh["net_income_per_capita"], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-    line = frame["year"].map(lambda y: lines.poverty_line_for(y)).to_numpy(dtype="float64")
-    since = pd.to_numeric(hh.get("poor_since_year"), errors="coerce") if "poor_since_year" in hh else None
-    registered_before = (since.to_numpy(dtype="float64", na_value=np.nan) <= frame["year"].to_numpy()) \
-        if since is not None else np.zeros(len(frame), bool)
-    # poor in any earlier wave on record (cumulative max over the household's sorted waves)
-    order = frame.sort_values(KEY, kind="stable")
-    running = order["poor"].fillna(0).groupby(order["household_id"], sort=False).cummax()
-    earlier = running.groupby(order["household_id"], sort=False).shift(1, fill_value=0)
-    poor_before = earlier.reindex(frame.index).to_numpy() > 0
+    years, at = np.unique(year, return_inverse=True)
+    line = np.array([lines.poverty_line_for(y) for y in years], dtype="float64")[at]
+    poor = np.where(np.isnan(income), np.nan, (income < line).astype("float64"))
+    if "poor_since_year" in hh:
+        since = pd.to_numeric(hh["poor_since_year"], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+        registered_before = since <= year
+    else:
+        registered_before = np.zeros(len(hh), bool)
+    # poor in an earlier wave on record: the household's count of poor waves before this one (by year) > 0
+    household = pd.factorize(hh["household_id"].to_numpy())[0]
+    order = np.lexsort((year, household))
+    poor_sorted = np.nan_to_num(poor[order], nan=0.0)
+    running = np.cumsum(poor_sorted) - poor_sorted  # poor waves before this row, all households so far
+    first = np.r_[True, household[order][1:] != household[order][:-1]] if len(order) else np.zeros(0, bool)
+    before_household = running[first][np.cumsum(first) - 1]  # ... counted before the household's first wave
+    poor_before = np.empty(len(hh), bool)
+    poor_before[order] = (running - before_household) > 0
     near = income < near_line_multiplier * line
-    frame["eligible"] = (frame["poor"] == 0).to_numpy() & (registered_before | poor_before | near)
-    return frame
+    eligible = (poor == 0) & (registered_before | poor_before | near)
+    return pd.DataFrame({"household_id": hh["household_id"].to_numpy(), "year": year, "poor": poor,
+                         "eligible": eligible})
 
 
 def relapse_labels(records: HouseholdRecords, lines: LinesParams, near_line_multiplier: float) -> pd.DataFrame:

@@ -13,6 +13,7 @@ reason codes come out. There is no other copy of the feature logic anywhere.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,12 @@ from features.labels import relapse_eligible
 from features.records import HouseholdRecords
 from models.explain import ContributionCache, main_causes_text, probability_scale, reason_codes
 from tpas.config import LinesParams
+
+@functools.lru_cache(maxsize=16)
+def _lines_params(poverty_lines: tuple[tuple[int, float], ...]) -> LinesParams:
+    """The lines a model was fitted with, as `LinesParams` (validated once, not per request)."""
+    return LinesParams(poverty_line=dict(poverty_lines))
+
 
 TIER_LABELS = {
     "poverty": ("impoverished", "likely_impoverished", "out_of_poverty"),
@@ -149,11 +156,25 @@ class RiskModel:
         return out
 
     def _eligible(self, records: HouseholdRecords, keys: pd.DataFrame) -> np.ndarray:
-        lines = LinesParams(poverty_line=self.featurizer.poverty_lines_)
-        known = [y for y in records.years if y in lines.poverty_line]
-        elig = relapse_eligible(records.select_years(first=min(known), last=max(known)) if known else records,
-                                lines, self.near_line_multiplier)
-        return keys.merge(elig, on=["household_id", "year"], how="left")["eligible"].fillna(False).to_numpy(bool)
+        """Relapse eligibility of the waves `keys` (household_id, year); False for a wave not on record."""
+        lines = self._lines()
+        hh = records.households
+        year = hh["year"].to_numpy(dtype="int64")
+        known = np.isin(year, np.fromiter(lines.poverty_line, dtype="int64"))
+        if known.any():  # the waves between the first and last year the model knows a line for
+            hh = hh[(year >= year[known].min()) & (year <= year[known].max())]
+        # eligibility reads the households table only: the members are not copied
+        elig = relapse_eligible(HouseholdRecords(hh, records.members.iloc[:0], records.regions), lines,
+                                self.near_line_multiplier)
+        on_record = pd.MultiIndex.from_arrays([elig["household_id"].to_numpy(), elig["year"].to_numpy()])
+        if not on_record.is_unique:  # not after validation; kept exact for any caller
+            return keys.merge(elig, on=["household_id", "year"], how="left")["eligible"].fillna(False).to_numpy(bool)
+        at = on_record.get_indexer(pd.MultiIndex.from_arrays([keys["household_id"].to_numpy(),
+                                                              keys["year"].to_numpy(dtype="int64")]))
+        return np.where(at >= 0, elig["eligible"].to_numpy(bool)[np.maximum(at, 0)], False)
+
+    def _lines(self) -> LinesParams:
+        return _lines_params(tuple(sorted(self.featurizer.poverty_lines_.items())))
 
     def explain_detail(self, X: pd.DataFrame, risk: np.ndarray | None = None, top_k: int = 5,
                        cache=None) -> tuple[list[dict], np.ndarray]:
