@@ -23,14 +23,18 @@ def free_port() -> int:
 
 
 def start_server(log: Path, port: int | None = None, env: dict | None = None,
-                 timeout_s: float = 180.0) -> tuple[subprocess.Popen, str]:
-    """`tpas serve` on 127.0.0.1:`port` (free one by default), output to `log`; waits for /readyz."""
+                 timeout_s: float = 180.0, workers: int | None = None) -> tuple[subprocess.Popen, str]:
+    """`tpas serve` on 127.0.0.1:`port` (free one by default), output to `log`; waits for /readyz.
+
+    `workers`: worker processes (`tpas serve --workers`; default one per CPU core)."""
     import httpx
 
     port = port or free_port()
     tpas = Path(sys.executable).with_name("tpas")
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as fh:
-        proc = subprocess.Popen([str(tpas), "serve", "--port", str(port)], stdout=fh, stderr=subprocess.STDOUT,
+        cmd = [str(tpas), "serve", "--port", str(port)] + (["--workers", str(workers)] if workers else [])
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT,
                                 env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout_s

@@ -302,6 +302,9 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 3000,
     check: Annotated[bool, typer.Option("--check", help="Only check that the champions load, then exit.")] = False,
+    workers: Annotated[Optional[int], typer.Option(
+        min=1, max=64, help="Worker processes (each loads the models and takes requests; default: one per CPU "
+                            "core).")] = None,
 ) -> None:
     """Start the scoring service (BentoML) with the champion model of each task."""
     import os
@@ -319,8 +322,12 @@ def serve(
     typer.echo("serving " + ", ".join(f"{model_name(t)}/{v}" for t, v in versions.items()) + f" on http://{host}:{port}")
     cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:TPAS", "--host", host, "--port", str(port),
            "--working-dir", str(PROJECT_ROOT)]
+    n = workers or os.cpu_count() or 1
+    # BentoML merges these options over the service decorator's config (services.<name>.workers)
+    overrides = " ".join(x for x in (os.environ.get("BENTOML_CONFIG_OPTIONS", ""), f"services.tpas.workers={n}") if x)
+    typer.echo(f"{n} worker process{'es' if n > 1 else ''}")
     sys.stdout.flush()
-    os.execv(sys.executable, cmd)
+    os.execve(sys.executable, cmd, {**os.environ, "BENTOML_CONFIG_OPTIONS": overrides})
 
 
 def _store():

@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     - ``TPAS_PARAMS``: path of the parameter file (default ``params.yaml`` in the checkout).
     - ``TPAS_ID_KEY``: secret key of the pseudonymous household ids (default: a random key kept in
       ``<data_dir>/secrets/id_key``, created on first use; see `serving.pseudonym`).
+    - ``TPAS_CONTRIBUTION_CACHE_ROWS``: households whose explanations each service worker keeps per
+      model, so an unchanged household re-scored is not explained again (default 200,000; 0 = off).
     """
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
@@ -43,6 +45,7 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, alias="TPAS_DATABASE_URL")
     params_path: Path = Field(default_factory=lambda: _default_root() / "params.yaml", alias="TPAS_PARAMS")
     id_key: SecretStr | None = Field(default=None, alias="TPAS_ID_KEY")
+    contribution_cache_rows: int = Field(default=200_000, ge=0, alias="TPAS_CONTRIBUTION_CACHE_ROWS")
 
     @property
     def tracking_uri(self) -> str:
