@@ -12,7 +12,6 @@ never the raw id or personal data).
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -23,6 +22,7 @@ import pandas as pd
 from features.records import HouseholdRecords
 from features.schema import pii_columns
 from features.validation import validate_records
+from serving.store import new_record_id
 from models.explain import main_causes_text
 from tpas.errors import TpasError
 
@@ -228,7 +228,7 @@ class Scorer:
                 # is stored (eligible = false) so that it supersedes an older score on the relapse lists.
                 result[task] = row["api"] if task != "relapse" or row["eligible"] else None
                 out.store_rows.append({
-                    "record_id": uuid.uuid4().hex, "household_pid": pid, "region_code": info["village_code"],
+                    "record_id": new_record_id(), "household_pid": pid, "region_code": info["village_code"],
                     "task": task, "year": int(year), **row["store"], "scored_at": now,
                     # the wave's registry status (registry facts, not personal data): who is enrolled, for
                     # the review lists of `tpas roster review`

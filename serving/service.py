@@ -240,12 +240,12 @@ class TPAS:
         ctx: bentoml.Context = None,
     ) -> OutcomesResponse:
         """Report verified outcomes (found poor or not, relapsed or not) for monitoring targeting quality."""
-        import uuid
         from datetime import datetime, timezone
 
         from pydantic import ValidationError
 
         from serving.pseudonym import pseudonymize
+        from serving.store import new_record_id
 
         key = getattr(ctx.request.state, "api_key", None)
         rows, errors = [], []
@@ -264,7 +264,7 @@ class TPAS:
                 errors.append({"index": i, "household_id": o.household_id, "field": f"outcomes[{i}].outcome",
                                "reason": f"a {o.task} outcome is one of {', '.join(sorted(allowed[o.task]))}"})
                 continue
-            rows.append({"record_id": uuid.uuid4().hex, "household_pid": pseudonymize(o.household_id),
+            rows.append({"record_id": new_record_id(), "household_pid": pseudonymize(o.household_id),
                          "task": o.task, "outcome": o.outcome, "observed_on": o.observed_on, "reported_at": now,
                          "reporter_key_id": getattr(key, "key_id", None)})
         spooled = 0
