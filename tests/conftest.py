@@ -150,7 +150,8 @@ def live_server(champions, tpas_env, tmp_path_factory):
     env = {**os.environ, "TPAS_DATA_DIR": str(tpas_env), "BENTOML_HOME": str(tpas_env / "bentoml")}
     env.pop("MLFLOW_TRACKING_URI", None)
     try:
-        proc, url = start_server(tmp_path_factory.mktemp("server") / "server.log", env=env, timeout_s=120)
+        # two workers whatever the machine: the tests go through the multi-process path (shared store, spool)
+        proc, url = start_server(tmp_path_factory.mktemp("server") / "server.log", env=env, timeout_s=120, workers=2)
     except ServerFailed as exc:
         pytest.fail(str(exc))
     try:

@@ -322,12 +322,12 @@ def serve(
     typer.echo("serving " + ", ".join(f"{model_name(t)}/{v}" for t, v in versions.items()) + f" on http://{host}:{port}")
     cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:TPAS", "--host", host, "--port", str(port),
            "--working-dir", str(PROJECT_ROOT)]
-    n = workers or os.cpu_count() or 1
-    # BentoML merges these options over the service decorator's config (services.<name>.workers)
-    overrides = " ".join(x for x in (os.environ.get("BENTOML_CONFIG_OPTIONS", ""), f"services.tpas.workers={n}") if x)
+    from serving.launch import serve_environment
+
+    n, env = serve_environment(workers, os.environ)
     typer.echo(f"{n} worker process{'es' if n > 1 else ''}")
     sys.stdout.flush()
-    os.execve(sys.executable, cmd, {**os.environ, "BENTOML_CONFIG_OPTIONS": overrides})
+    os.execve(sys.executable, cmd, env)
 
 
 def _store():

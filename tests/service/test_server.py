@@ -25,3 +25,18 @@ def test_served_over_http_with_metrics(live_server, keys, champions):
     assert "request_duration_seconds_bucket" in text  # BentoML's latency histogram
     doc = httpx.get(f"{live_server}/docs.json").json()
     assert "ApiKey" in doc["components"]["securitySchemes"]
+
+
+def test_serve_environment_sets_workers_and_one_thread_each():
+    from serving.launch import serve_environment
+
+    n, env = serve_environment(2, {"BENTOML_CONFIG_OPTIONS": "api_server.traffic.timeout=5", "PATH": "/bin"})
+    assert n == 2 and env["PATH"] == "/bin"
+    assert env["BENTOML_CONFIG_OPTIONS"] == "api_server.traffic.timeout=5 services.tpas.workers=2"
+    assert env["OMP_NUM_THREADS"] == "1" and env["NUMBA_NUM_THREADS"] == "1"
+    n, env = serve_environment(2, {"OMP_NUM_THREADS": "4"})
+    assert env["OMP_NUM_THREADS"] == "4"  # the operator's setting wins
+    n, env = serve_environment(1, {})
+    assert n == 1 and env == {"BENTOML_CONFIG_OPTIONS": "services.tpas.workers=1"}  # one worker: threads left alone
+    n, _ = serve_environment(None, {})
+    assert n >= 1
