@@ -88,6 +88,17 @@ def _value_formatter(name: str, binary: bool):
     return fmt
 
 
+def _size(contribution: float) -> str:
+    """A contribution's size for a sentence, on the probability scale of the causes: two decimals, or two
+    significant digits below 0.01 (0.0046 once read "raises the risk by 0.00")."""
+    a = abs(contribution)
+    if a >= 0.01:
+        return f"{a:.2f}"
+    if a >= 0.0001:
+        return f"{a:.2g}"
+    return "<0.0001"
+
+
 def _reasons(idx: list[int], contrib: list[float], values: list[float], features: list[tuple], up: bool) -> list[dict]:
     out = []
     for j, c, v in zip(idx, contrib, values):
@@ -97,7 +108,7 @@ def _reasons(idx: list[int], contrib: list[float], values: list[float], features
         missing = v != v
         en_v, zh_v = ("not recorded", "未填报") if missing else fmt(v)
         verb_en, verb_zh = ("raises", "上升") if c > 0 else ("lowers", "下降")
-        size = f"{abs(c):.2f}"
+        size = _size(c)
         out.append({
             "indicator": name, "label_en": en, "label_zh": zh, "value": None if missing else v,
             "contribution": round(c, 4), "cause": cause,
