@@ -213,7 +213,7 @@ def main() -> None:
     for name, p50, p99, rate in rows + inproc:
         print(f"{name:48s} {p50:8.1f} {p99:8.1f} {rate:13,.0f}")
     print(f"\nservice overhead: single household p50 {rows[0][1] / inproc[0][1]:.2f}x in-process "
-          f"(one worker, concurrency 1); best batch rate {best_batch:,.0f} households/s = "
+          f"({rows[0][0].split(', ', 1)[1]}); best batch rate {best_batch:,.0f} households/s = "
           f"{best_batch / inproc[1][3]:.2f}x one in-process scorer "
           f"(aims: p99 < 50 ms single, >= 2,000 households/s batched)")
 

@@ -260,13 +260,18 @@ REVIEW_FIELDS = tuple(c.name for c in review_lists.columns if c.name != "id")
 
 # -- row preparation ----------------------------------------------------------------------------------------
 def jsonable(value: Any) -> Any:
-    """Plain JSON values: numpy/pandas scalars unwrapped, NaN/inf/NA -> None, dates as ISO text."""
-    if value is None or isinstance(value, (bool, str)):
+    """Plain JSON values: numpy/pandas scalars unwrapped, NaN/inf/NA -> None, dates as ISO text.
+
+    Subclasses of str/int/float (numpy's float64) come back as the plain type, so `jsonable` can also
+    serve as msgspec's hook for what it cannot encode itself (`encode_json`)."""
+    if value is None or type(value) in (bool, str, int):
         return value
+    if isinstance(value, str):
+        return str(value)
     if isinstance(value, int):
-        return value
+        return int(value)
     if isinstance(value, float):
-        return value if math.isfinite(value) else None
+        return float(value) if math.isfinite(value) else None
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
@@ -295,19 +300,7 @@ class EncodedJSON(str):
     __slots__ = ()
 
 
-def _enc_hook(value: Any) -> Any:
-    """What msgspec cannot encode itself: subclasses of float/int/str (numpy's float64), then `jsonable`
-    (numpy scalars and arrays, pandas NA, ...); TypeError for the rest."""
-    if isinstance(value, float):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, str):
-        return str(value)
-    return jsonable(value)
-
-
-_ENCODER = msgspec.json.Encoder(enc_hook=_enc_hook, decimal_format="number")
+_ENCODER = msgspec.json.Encoder(enc_hook=jsonable, decimal_format="number")
 
 
 def encode_json(value: Any) -> EncodedJSON:
@@ -534,9 +527,9 @@ def is_outage(exc: BaseException) -> bool:
 
 
 def _json_dumps(value: Any) -> str:
-    """JSON column values: text already encoded by `prepare_score` as it is, anything else through
-    `encode_json` (readable Chinese text; NaN becomes null)."""
-    return value if type(value) is EncodedJSON else encode_json(value)
+    """JSON column values through `encode_json`: text `prepare_score` already encoded passes as it is
+    (readable Chinese text; NaN becomes null)."""
+    return encode_json(value)
 
 
 def _first_line(exc: BaseException) -> str:
