@@ -22,8 +22,8 @@ import pandas as pd
 from features.records import HouseholdRecords
 from features.schema import pii_columns
 from features.validation import validate_records
-from serving.store import new_record_id
 from models.explain import main_causes_text
+from serving.store import new_record_id
 from tpas.errors import TpasError
 
 log = logging.getLogger("tpas.serving")
